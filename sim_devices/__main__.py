@@ -1,0 +1,30 @@
+"""``python -m sim_devices build-library``: precompute the fast model's beam libraries."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .cbed_library import LibrarySpec, build_library, cache_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build and cache (or write to ``--out``) the beam library for the given conditions."""
+    parser = argparse.ArgumentParser(prog="python -m sim_devices", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-library", help="compute a beam-intensity library with abTEM")
+    build.add_argument("--material", default="Si")
+    build.add_argument("--zone-axis", default="110")
+    build.add_argument("--voltage-kv", type=float, default=200.0)
+    build.add_argument("--out", default=None, help="directory (default: the cache directory)")
+    args = parser.parse_args(argv)
+    spec = LibrarySpec(material=args.material, zone_axis=args.zone_axis, voltage_kv=args.voltage_kv)
+    start = time.perf_counter()
+    library = build_library(spec, progress=True)
+    path = library.save((args.out or cache_dir()) / spec.filename() if args.out is None else
+                        __import__("pathlib").Path(args.out) / spec.filename())
+    print(f"wrote {path} ({library.intensity.shape}, {time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Precomputed beam intensities that make the fast CBED model exact for non-overlapping disks.
+
+For a perfect crystal, each point of a CBED disk ``g`` is one incident plane-wave direction
+``k`` of the probe, and its intensity is the intensity ``I_g(k, t)`` of beam ``g`` after
+thickness ``t`` for a plane wave incident along ``k``. Where disks do not overlap the pattern is
+therefore fully described by ``I_g(k, t)``, which abTEM computes once on the zone-axis unit cell
+(tilted plane waves, tilt applied in the propagator) for a grid of ``k`` covering every
+convergence angle and crystal tilt of interest, and every thickness at once (exit planes).
+Crystal tilt then shifts ``k``; the convergence angle only crops the disks; strain moves the disks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cbed_exact import MultisliceSettings, unit_cell_gpts
+from .materials import zone_axis_crystal
+from .optics import Beam
+
+LIBRARY_FORMAT = 1
+DARK_BEAM_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class LibrarySpec:
+    """What a beam-intensity library covers.
+
+    Parameters
+    ----------
+    material, zone_axis : str
+        Crystal and beam direction.
+    voltage_kv : float
+        Accelerating voltage.
+    k_max_mrad : float
+        Half-width of the square grid of incident directions; must exceed
+        ``convergence + |tilt| + one detector pixel``.
+    k_step_mrad : float
+        Spacing of incident directions.
+    thickness_max_nm : float
+        Largest thickness stored.
+    thickness_step_slices : int
+        Exit plane every this many slices.
+    max_angle_mrad : float
+        Beams further than this from the optical axis are not stored.
+    settings : MultisliceSettings
+        Numerical settings shared with the exact model.
+    """
+
+    material: str = "Si"
+    zone_axis: str = "110"
+    voltage_kv: float = 200.0
+    k_max_mrad: float = 8.0
+    k_step_mrad: float = 0.25
+    thickness_max_nm: float = 85.0
+    thickness_step_slices: int = 10
+    max_angle_mrad: float = 40.0
+    settings: MultisliceSettings = MultisliceSettings()
+
+    def key(self) -> str:
+        """Short content hash naming the cached file."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def filename(self) -> str:
+        """File name of this library in a cache directory."""
+        return f"cbed-{self.material}-{self.zone_axis}-{self.voltage_kv:g}kV-{self.key()}.npz"
+
+
+@dataclass
+class BeamLibrary:
+    """Beam intensities ``I[t, g, ky, kx]`` on regular grids.
+
+    Attributes
+    ----------
+    spec : LibrarySpec
+        What was computed.
+    hk : ndarray
+        ``(G, 2)`` integer indices of the beams in the zone-axis cell's reciprocal lattice.
+    g_inv_a : ndarray
+        ``(G, 2)`` unstrained reciprocal vectors (x, y) in 1/Angstrom.
+    k_mrad : ndarray
+        Incident-direction grid (same along x and y).
+    thickness_nm : ndarray
+        Thicknesses of the stored exit planes.
+    intensity : ndarray
+        ``(T, G, K, K)`` float32, axis order (thickness, beam, k_y, k_x).
+    """
+
+    spec: LibrarySpec
+    hk: np.ndarray
+    g_inv_a: np.ndarray
+    k_mrad: np.ndarray
+    thickness_nm: np.ndarray
+    intensity: np.ndarray
+
+    def save(self, path: str | Path) -> Path:
+        """Write the library to ``path`` (compressed npz, float16 intensities)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(
+            tmp,
+            format=np.array(LIBRARY_FORMAT),
+            spec=np.array(json.dumps(asdict(self.spec))),
+            hk=self.hk,
+            g_inv_a=self.g_inv_a,
+            k_mrad=self.k_mrad,
+            thickness_nm=self.thickness_nm,
+            intensity=self.intensity.astype(np.float16),
+        )
+        os.replace(tmp, path)  # readers never see a half-written library
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BeamLibrary:
+        """Read a library written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format"]) != LIBRARY_FORMAT:
+                raise ValueError(f"{path}: library format {int(data['format'])}, expected {LIBRARY_FORMAT}")
+            raw = json.loads(str(data["spec"]))
+            raw["settings"] = MultisliceSettings(**raw["settings"])
+            return cls(
+                spec=LibrarySpec(**raw),
+                hk=data["hk"],
+                g_inv_a=data["g_inv_a"],
+                k_mrad=data["k_mrad"],
+                thickness_nm=data["thickness_nm"],
+                intensity=data["intensity"].astype(np.float32),
+            )
+
+
+def build_library(spec: LibrarySpec, *, chunk: int = 512, progress: bool = False) -> BeamLibrary:
+    """Compute a beam-intensity library with abTEM (tilted plane waves on the unit cell).
+
+    Parameters
+    ----------
+    spec : LibrarySpec
+        Coverage and settings.
+    chunk : int
+        Incident directions per multislice batch (memory bound).
+    progress : bool
+        Print progress lines.
+    """
+    import abtem
+
+    crystal = zone_axis_crystal(spec.material, spec.zone_axis)
+    cell = crystal.unit_cell()
+    ax, ay, az = cell.cell.lengths()
+    settings = spec.settings
+    slice_a = az / settings.slices_per_cell
+    n_slices_total = int(np.ceil(spec.thickness_max_nm * 10.0 / slice_a))
+    n_slices_total += (-n_slices_total) % spec.thickness_step_slices
+    repeats = int(np.ceil(n_slices_total / settings.slices_per_cell))
+    exit_slices = np.arange(spec.thickness_step_slices, n_slices_total + 1, spec.thickness_step_slices)
+    gpts = tuple(int(n) for n in unit_cell_gpts(crystal, settings.sampling_a)[0])
+    potential = abtem.Potential(
+        cell * (1, 1, repeats),
+        gpts=gpts,
+        slice_thickness=slice_a,
+        projection="infinite",
+        parametrization=settings.parametrization,
+        exit_planes=tuple(int(s) - 1 for s in exit_slices),
+    )
+    beam = Beam(voltage_kv=spec.voltage_kv)
+    wavelength_a = beam.wavelength_nm * 10.0
+
+    h = np.fft.fftfreq(gpts[0], 1.0 / gpts[0]).round().astype(int)
+    k = np.fft.fftfreq(gpts[1], 1.0 / gpts[1]).round().astype(int)
+    hh, kk = np.meshgrid(h, k, indexing="ij")
+    g = np.stack([hh / ax, kk / ay], axis=-1)
+    angle = np.hypot(g[..., 0], g[..., 1]) * wavelength_a * 1e3
+    # beyond 2/3 of Nyquist abTEM's antialias aperture has removed the beams
+    nyquist_fraction = np.maximum(np.abs(hh) / (gpts[0] / 2), np.abs(kk) / (gpts[1] / 2))
+    keep = (angle <= spec.max_angle_mrad) & (nyquist_fraction < 2 / 3)
+    # unnormalised FFT: a unit plane wave carries (nx * ny)**2 in diffraction space
+    norm = float(gpts[0] * gpts[1]) ** 2
+
+    n_k = int(round(2 * spec.k_max_mrad / spec.k_step_mrad)) + 1
+    k_mrad = np.linspace(-spec.k_max_mrad, spec.k_max_mrad, n_k)
+    kx, ky = np.meshgrid(k_mrad, k_mrad)  # [ky, kx]
+    tilts = np.stack([kx.ravel(), ky.ravel()], axis=1)
+
+    intensity = np.empty((len(exit_slices), int(keep.sum()), n_k * n_k), dtype=np.float32)
+    start = time.perf_counter()
+    for lo in range(0, len(tilts), chunk):
+        hi = min(lo + chunk, len(tilts))
+        waves = abtem.PlaneWave(energy=beam.energy_ev, tilt=tilts[lo:hi]).multislice(potential)
+        dp = waves.diffraction_patterns(max_angle="full", fftshift=False, renormalize=False)
+        arr = np.asarray(dp.compute(progress_bar=False).array)  # (T, tilts, nx, ny)
+        intensity[:, :, lo:hi] = arr[..., keep].transpose(0, 2, 1) / norm
+        if progress:
+            print(f"  {hi}/{len(tilts)} incident directions, {time.perf_counter() - start:.0f} s", flush=True)
+    intensity = intensity.reshape(len(exit_slices), -1, n_k, n_k)
+
+    # drop beams that stay dark: systematic absences of the projection, lit only by weak
+    # upper-Laue-zone coupling (< 0.1 % of the incident beam anywhere in the library)
+    bright = intensity.max(axis=(0, 2, 3)) >= DARK_BEAM_FRACTION
+    return BeamLibrary(
+        spec=spec,
+        hk=np.stack([hh[keep], kk[keep]], axis=1)[bright],
+        g_inv_a=g[keep][bright],
+        k_mrad=k_mrad,
+        thickness_nm=exit_slices * slice_a / 10.0,
+        intensity=intensity[:, bright],
+    )
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept: ``$STEM_LOOP_CACHE`` or ``~/.cache/stem-loop``."""
+    return Path(os.environ.get("STEM_LOOP_CACHE", Path.home() / ".cache" / "stem-loop"))
+
+
+def _packaged_dir() -> Path:
+    return Path(__file__).parent / "data"
+
+
+def load_or_build(spec: LibrarySpec, *, progress: bool = True) -> BeamLibrary:
+    """Return the library for ``spec``: shipped, cached, or built now and cached."""
+    for folder in (_packaged_dir(), cache_dir()):
+        path = folder / spec.filename()
+        if path.is_file():
+            return BeamLibrary.load(path)
+    if progress:
+        print(f"building CBED beam library {spec.filename()} (one-off, a few minutes)...", flush=True)
+    library = build_library(spec, progress=progress)
+    library.save(cache_dir() / spec.filename())
+    return library

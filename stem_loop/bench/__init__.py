@@ -1,0 +1,1 @@
+"""Benchmarks of stem-loop (acquisition throughput, ...)."""

@@ -1,0 +1,62 @@
+"""Helpers shared by the subcommands: options, errors and the ``--json`` convention."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr (exit status 1), without a traceback."""
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--json``: print one JSON object as the last line of stdout."""
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object on the last line"
+    )
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data DIR`` (default ``$STEM_LOOP_DATA`` or ``./stem-loop-data``)."""
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="data directory: Tiled catalog, HDF5 files "
+        "(default: $STEM_LOOP_DATA or ./stem-loop-data)",
+    )
+
+
+def _to_json(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(result: Any) -> str:
+    """One-line JSON, with numpy values and paths converted."""
+    return json.dumps(result, default=_to_json)
+
+
+def emit(result: Any, text: str | None, *, as_json: bool) -> None:
+    """Print the human summary ``text``, then with ``as_json`` the JSON last.
+
+    Parameters
+    ----------
+    result : dict or list
+        The machine-readable result.
+    text : str, optional
+        Human-readable summary, printed first.
+    as_json : bool
+        Print ``result`` as one JSON line at the end.
+    """
+    if text:
+        print(text, flush=True)
+    if as_json:
+        print(dumps(result), flush=True)
