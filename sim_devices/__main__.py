@@ -21,8 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     spec = LibrarySpec(material=args.material, zone_axis=args.zone_axis, voltage_kv=args.voltage_kv)
     start = time.perf_counter()
     library = build_library(spec, progress=True)
-    path = library.save((args.out or cache_dir()) / spec.filename() if args.out is None else
-                        __import__("pathlib").Path(args.out) / spec.filename())
+    path = library.save(
+        (args.out or cache_dir()) / spec.filename()
+        if args.out is None
+        else __import__("pathlib").Path(args.out) / spec.filename()
+    )
     print(f"wrote {path} ({library.intensity.shape}, {time.perf_counter() - start:.0f} s)")
 
 

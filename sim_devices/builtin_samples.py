@@ -32,7 +32,9 @@ def si_inclusion(n: int = 48, pixel_size_nm: float = 2.0) -> Sample:
     thickness = 20.0 + 40.0 * x / span
     tilt_x = 1.5 * (y - centre) / span
     tilt_y = -1.0 * (x - centre) / span
-    maps = dict(exx=exx, eyy=eyy, exy=exy, thickness_nm=thickness, tilt_x_mrad=tilt_x, tilt_y_mrad=tilt_y)
+    maps = dict(
+        exx=exx, eyy=eyy, exy=exy, thickness_nm=thickness, tilt_x_mrad=tilt_x, tilt_y_mrad=tilt_y
+    )
     return Sample("Si", "110", pixel_size_nm, maps, name="si_inclusion")
 
 
@@ -57,7 +59,9 @@ def strained_layer(n: int = 48, pixel_size_nm: float = 2.0) -> Sample:
     thickness = 40.0 + 10.0 * y / span
     tilt_x = np.full_like(x, 0.5)
     tilt_y = 0.8 * np.sin(np.pi * x / span)
-    maps = dict(exx=exx, eyy=eyy, exy=exy, thickness_nm=thickness, tilt_x_mrad=tilt_x, tilt_y_mrad=tilt_y)
+    maps = dict(
+        exx=exx, eyy=eyy, exy=exy, thickness_nm=thickness, tilt_x_mrad=tilt_x, tilt_y_mrad=tilt_y
+    )
     return Sample("Si", "110", pixel_size_nm, maps, name="strained_layer")
 
 
@@ -72,4 +76,6 @@ def builtin_sample(name: str = "si_inclusion") -> Sample:
     try:
         return BUILTIN_SAMPLES[name]()
     except KeyError:
-        raise ValueError(f"unknown built-in sample {name!r}; choose from {sorted(BUILTIN_SAMPLES)}") from None
+        raise ValueError(
+            f"unknown built-in sample {name!r}; choose from {sorted(BUILTIN_SAMPLES)}"
+        ) from None

@@ -44,7 +44,9 @@ class FastCBED:
         valid; use the exact model), or the library does not cover the convergence angle.
     """
 
-    def __init__(self, library: BeamLibrary, beam: Beam, detector: Detector, *, batch: int = 256) -> None:
+    def __init__(
+        self, library: BeamLibrary, beam: Beam, detector: Detector, *, batch: int = 256
+    ) -> None:
         spec = library.spec
         if not np.isclose(beam.voltage_kv, spec.voltage_kv):
             raise ValueError(f"library is for {spec.voltage_kv} kV, beam is {beam.voltage_kv} kV")
@@ -64,32 +66,45 @@ class FastCBED:
             )
         self.k_margin = library.k_mrad[-1] - self.alpha - self.pixel
         if self.k_margin < 0:
-            raise ValueError(f"library covers |k| <= {library.k_mrad[-1]} mrad, too small for {self.alpha} mrad")
+            raise ValueError(
+                f"library covers |k| <= {library.k_mrad[-1]} mrad, too small for {self.alpha} mrad"
+            )
 
         radius_px = self.alpha / self.pixel
         reach = int(np.ceil(radius_px + 1.0))
         oy, ox = np.mgrid[-reach : reach + 1, -reach : reach + 1]
         near = np.hypot(ox, oy) <= radius_px + 1.5  # covers any sub-pixel disk position
-        self.offsets = torch.as_tensor(np.stack([ox[near], oy[near]], axis=1), dtype=torch.int64)  # (M, 2)
+        self.offsets = torch.as_tensor(
+            np.stack([ox[near], oy[near]], axis=1), dtype=torch.int64
+        )  # (M, 2)
 
         # beams whose disk can reach the frame for strains up to 5 %
-        centres = np.asarray(detector.center_px) + library.g_inv_a * self.wavelength_mrad_a / self.pixel
+        centres = (
+            np.asarray(detector.center_px) + library.g_inv_a * self.wavelength_mrad_a / self.pixel
+        )
         slack = reach + 1 + 0.05 * np.hypot(*(centres - detector.center_px).T)[:, None]
         rows, cols = detector.shape
-        visible = np.all((centres > -slack) & (centres < np.array([cols, rows]) - 1 + slack), axis=1)
+        visible = np.all(
+            (centres > -slack) & (centres < np.array([cols, rows]) - 1 + slack), axis=1
+        )
         self.g = torch.as_tensor(library.g_inv_a[visible], dtype=torch.float64)
+        self.hk = library.hk[visible]  # beam indices of the rendered disks
         # render into a frame padded so every visible patch lands inside: no per-pixel masks
         self.pad = int(np.ceil(slack[visible].max())) + reach + 1
         self.padded_shape = (rows + 2 * self.pad, cols + 2 * self.pad)
         self.offset_index = self.offsets[:, 1] * self.padded_shape[1] + self.offsets[:, 0]  # (M,)
         self.offsets_f = self.offsets.to(torch.float32)
         volume = library.intensity[:, visible].transpose(1, 0, 2, 3)  # (G, T, Ky, Kx)
-        self.volume = torch.as_tensor(np.ascontiguousarray(volume), dtype=torch.float32).unsqueeze(1)
+        self.volume = torch.as_tensor(np.ascontiguousarray(volume), dtype=torch.float32).unsqueeze(
+            1
+        )
         self.per_pixel = self.pixel**2 / (np.pi * self.alpha**2)  # aperture fraction per pixel
         self.thickness_range = (float(library.thickness_nm[0]), float(library.thickness_nm[-1]))
 
     @classmethod
-    def for_conditions(cls, material: str, zone_axis: str, beam: Beam, detector: Detector) -> FastCBED:
+    def for_conditions(
+        cls, material: str, zone_axis: str, beam: Beam, detector: Detector
+    ) -> FastCBED:
         """Load (or build once and cache) the library for these conditions."""
         spec = LibrarySpec(material=material, zone_axis=zone_axis, voltage_kv=beam.voltage_kv)
         return cls(load_or_build(spec), beam, detector)
@@ -99,7 +114,9 @@ class FastCBED:
         if np.any((thickness < lo) | (thickness > hi)):
             raise ValueError(f"thickness outside the fast model's range {lo:.1f}..{hi:.1f} nm")
         if np.any(np.hypot(tilt[:, 0], tilt[:, 1]) > self.k_margin):
-            raise ValueError(f"crystal tilt beyond the fast model's range |tilt| <= {self.k_margin:.2f} mrad")
+            raise ValueError(
+                f"crystal tilt beyond the fast model's range |tilt| <= {self.k_margin:.2f} mrad"
+            )
 
     def patterns(self, descriptors: Mapping[str, np.ndarray]) -> np.ndarray:
         """Noise-free patterns, ``(N, rows, cols)`` float32 fractions of the incident beam."""
@@ -148,8 +165,12 @@ class FastCBED:
         corner = origin.to(torch.int64) + self.pad
         corner[..., 0].clamp_(0, pcol - 1)
         corner[..., 1].clamp_(0, prow - 1)
-        index = (corner[..., 1] * pcol + corner[..., 0])[:, :, None] + self.offset_index  # (B, G, M)
+        index = (corner[..., 1] * pcol + corner[..., 0])[
+            :, :, None
+        ] + self.offset_index  # (B, G, M)
         frames = torch.zeros((b, prow * pcol), dtype=torch.float32)
-        frames.scatter_add_(1, index.reshape(b, -1).clamp_(0, prow * pcol - 1), values.reshape(b, -1))
+        frames.scatter_add_(
+            1, index.reshape(b, -1).clamp_(0, prow * pcol - 1), values.reshape(b, -1)
+        )
         frames = frames.reshape(b, prow, pcol)
         return frames[:, self.pad : self.pad + rows, self.pad : self.pad + cols]

@@ -15,7 +15,9 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +66,10 @@ class LibrarySpec:
     settings: MultisliceSettings = MultisliceSettings()
 
     def key(self) -> str:
-        """Short content hash naming the cached file."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short content hash naming the cached file (the exact model's box does not matter)."""
+        content = asdict(self)
+        del content["settings"]["box_nm"]
+        blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def filename(self) -> str:
@@ -123,7 +127,9 @@ class BeamLibrary:
         """Read a library written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
             if int(data["format"]) != LIBRARY_FORMAT:
-                raise ValueError(f"{path}: library format {int(data['format'])}, expected {LIBRARY_FORMAT}")
+                raise ValueError(
+                    f"{path}: library format {int(data['format'])}, expected {LIBRARY_FORMAT}"
+                )
             raw = json.loads(str(data["spec"]))
             raw["settings"] = MultisliceSettings(**raw["settings"])
             return cls(
@@ -136,7 +142,46 @@ class BeamLibrary:
             )
 
 
-def build_library(spec: LibrarySpec, *, chunk: int = 512, progress: bool = False) -> BeamLibrary:
+def _unit_cell_potential(spec: LibrarySpec):
+    """The zone-axis unit cell repeated through the thickness, with the stored exit planes."""
+    import abtem
+
+    crystal = zone_axis_crystal(spec.material, spec.zone_axis)
+    cell = crystal.unit_cell()
+    settings = spec.settings
+    slice_a = cell.cell.lengths()[2] / settings.slices_per_cell
+    n_slices = int(np.ceil(spec.thickness_max_nm * 10.0 / slice_a))
+    n_slices += (-n_slices) % spec.thickness_step_slices
+    exit_slices = np.arange(spec.thickness_step_slices, n_slices + 1, spec.thickness_step_slices)
+    gpts = tuple(int(n) for n in unit_cell_gpts(crystal, settings.sampling_a)[0])
+    potential = abtem.Potential(
+        cell * (1, 1, int(np.ceil(n_slices / settings.slices_per_cell))),
+        gpts=gpts,
+        slice_thickness=slice_a,
+        projection="infinite",
+        parametrization=settings.parametrization,
+        exit_planes=tuple(int(s) - 1 for s in exit_slices),
+    )
+    return potential, gpts, exit_slices * slice_a / 10.0
+
+
+def _beam_intensities(spec: LibrarySpec, tilts: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Intensities ``(T, beams, tilts)`` of the kept beams for plane waves at ``tilts`` (mrad)."""
+    import abtem
+
+    potential, gpts, _ = _unit_cell_potential(spec)
+    waves = abtem.PlaneWave(energy=spec.voltage_kv * 1e3, tilt=tilts).multislice(potential)
+    dp = waves.diffraction_patterns(max_angle="full", fftshift=False, renormalize=False)
+    arr = np.asarray(
+        dp.compute(progress_bar=False, scheduler="synchronous").array
+    )  # (T, tilts, nx, ny)
+    # unnormalised FFT: a unit plane wave carries (nx * ny)**2 in diffraction space
+    return arr[..., keep].transpose(0, 2, 1).astype(np.float32) / float(gpts[0] * gpts[1]) ** 2
+
+
+def build_library(
+    spec: LibrarySpec, *, chunk: int = 256, workers: int | None = None, progress: bool = False
+) -> BeamLibrary:
     """Compute a beam-intensity library with abTEM (tilted plane waves on the unit cell).
 
     Parameters
@@ -145,31 +190,15 @@ def build_library(spec: LibrarySpec, *, chunk: int = 512, progress: bool = False
         Coverage and settings.
     chunk : int
         Incident directions per multislice batch (memory bound).
+    workers : int, optional
+        Processes computing chunks in parallel (default: all cores).
     progress : bool
         Print progress lines.
     """
-    import abtem
-
     crystal = zone_axis_crystal(spec.material, spec.zone_axis)
-    cell = crystal.unit_cell()
-    ax, ay, az = cell.cell.lengths()
-    settings = spec.settings
-    slice_a = az / settings.slices_per_cell
-    n_slices_total = int(np.ceil(spec.thickness_max_nm * 10.0 / slice_a))
-    n_slices_total += (-n_slices_total) % spec.thickness_step_slices
-    repeats = int(np.ceil(n_slices_total / settings.slices_per_cell))
-    exit_slices = np.arange(spec.thickness_step_slices, n_slices_total + 1, spec.thickness_step_slices)
-    gpts = tuple(int(n) for n in unit_cell_gpts(crystal, settings.sampling_a)[0])
-    potential = abtem.Potential(
-        cell * (1, 1, repeats),
-        gpts=gpts,
-        slice_thickness=slice_a,
-        projection="infinite",
-        parametrization=settings.parametrization,
-        exit_planes=tuple(int(s) - 1 for s in exit_slices),
-    )
-    beam = Beam(voltage_kv=spec.voltage_kv)
-    wavelength_a = beam.wavelength_nm * 10.0
+    ax, ay = crystal.cell_lengths_a[:2]
+    _, gpts, thickness_nm = _unit_cell_potential(spec)
+    wavelength_a = Beam(voltage_kv=spec.voltage_kv).wavelength_nm * 10.0
 
     h = np.fft.fftfreq(gpts[0], 1.0 / gpts[0]).round().astype(int)
     k = np.fft.fftfreq(gpts[1], 1.0 / gpts[1]).round().astype(int)
@@ -179,25 +208,29 @@ def build_library(spec: LibrarySpec, *, chunk: int = 512, progress: bool = False
     # beyond 2/3 of Nyquist abTEM's antialias aperture has removed the beams
     nyquist_fraction = np.maximum(np.abs(hh) / (gpts[0] / 2), np.abs(kk) / (gpts[1] / 2))
     keep = (angle <= spec.max_angle_mrad) & (nyquist_fraction < 2 / 3)
-    # unnormalised FFT: a unit plane wave carries (nx * ny)**2 in diffraction space
-    norm = float(gpts[0] * gpts[1]) ** 2
 
     n_k = int(round(2 * spec.k_max_mrad / spec.k_step_mrad)) + 1
     k_mrad = np.linspace(-spec.k_max_mrad, spec.k_max_mrad, n_k)
     kx, ky = np.meshgrid(k_mrad, k_mrad)  # [ky, kx]
     tilts = np.stack([kx.ravel(), ky.ravel()], axis=1)
+    chunks = [tilts[lo : lo + chunk] for lo in range(0, len(tilts), chunk)]
 
-    intensity = np.empty((len(exit_slices), int(keep.sum()), n_k * n_k), dtype=np.float32)
     start = time.perf_counter()
-    for lo in range(0, len(tilts), chunk):
-        hi = min(lo + chunk, len(tilts))
-        waves = abtem.PlaneWave(energy=beam.energy_ev, tilt=tilts[lo:hi]).multislice(potential)
-        dp = waves.diffraction_patterns(max_angle="full", fftshift=False, renormalize=False)
-        arr = np.asarray(dp.compute(progress_bar=False).array)  # (T, tilts, nx, ny)
-        intensity[:, :, lo:hi] = arr[..., keep].transpose(0, 2, 1) / norm
-        if progress:
-            print(f"  {hi}/{len(tilts)} incident directions, {time.perf_counter() - start:.0f} s", flush=True)
-    intensity = intensity.reshape(len(exit_slices), -1, n_k, n_k)
+    parts = []
+    with ProcessPoolExecutor(
+        max_workers=workers or os.cpu_count(), mp_context=get_context("spawn")
+    ) as pool:
+        for done, part in enumerate(
+            pool.map(_beam_intensities, [spec] * len(chunks), chunks, [keep] * len(chunks)), 1
+        ):
+            parts.append(part)
+            if progress:
+                print(
+                    f"  {min(done * chunk, len(tilts))}/{len(tilts)} incident directions, "
+                    f"{time.perf_counter() - start:.0f} s",
+                    flush=True,
+                )
+    intensity = np.concatenate(parts, axis=2).reshape(len(thickness_nm), -1, n_k, n_k)
 
     # drop beams that stay dark: systematic absences of the projection, lit only by weak
     # upper-Laue-zone coupling (< 0.1 % of the incident beam anywhere in the library)
@@ -207,7 +240,7 @@ def build_library(spec: LibrarySpec, *, chunk: int = 512, progress: bool = False
         hk=np.stack([hh[keep], kk[keep]], axis=1)[bright],
         g_inv_a=g[keep][bright],
         k_mrad=k_mrad,
-        thickness_nm=exit_slices * slice_a / 10.0,
+        thickness_nm=thickness_nm,
         intensity=intensity[:, bright],
     )
 
@@ -228,7 +261,9 @@ def load_or_build(spec: LibrarySpec, *, progress: bool = True) -> BeamLibrary:
         if path.is_file():
             return BeamLibrary.load(path)
     if progress:
-        print(f"building CBED beam library {spec.filename()} (one-off, a few minutes)...", flush=True)
+        print(
+            f"building CBED beam library {spec.filename()} (one-off, a few minutes)...", flush=True
+        )
     library = build_library(spec, progress=progress)
     library.save(cache_dir() / spec.filename())
     return library

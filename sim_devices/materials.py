@@ -57,10 +57,14 @@ class ZoneAxisCrystal:
         """The orthorhombic zone-axis cell, unstrained, periodic in x, y, z."""
         directions = [list(self.x_direction), list(self.y_direction), list(self.z_direction)]
         if self.material == "Si":
-            atoms = Diamond(directions=directions, symbol="Si", latticeconstant=self.lattice_constant_a)
+            atoms = Diamond(
+                directions=directions, symbol="Si", latticeconstant=self.lattice_constant_a
+            )
         elif self.material == "SrTiO3":
             atoms = _Perovskite(
-                directions=directions, symbol=("Sr", "Ti", "O"), latticeconstant=self.lattice_constant_a
+                directions=directions,
+                symbol=("Sr", "Ti", "O"),
+                latticeconstant=self.lattice_constant_a,
             )
         else:  # pragma: no cover - guarded by zone_axis_crystal
             raise ValueError(self.material)
@@ -93,4 +97,6 @@ def zone_axis_crystal(material: str, zone_axis: str) -> ZoneAxisCrystal:
         return CRYSTALS[(material, zone_axis)]
     except KeyError:
         known = ", ".join(f"{m} [{z}]" for m, z in CRYSTALS)
-        raise ValueError(f"unsupported material/zone axis {material} [{zone_axis}]; known: {known}") from None
+        raise ValueError(
+            f"unsupported material/zone axis {material} [{zone_axis}]; known: {known}"
+        ) from None

@@ -107,7 +107,9 @@ class Microscope:
         x = np.atleast_1d(np.asarray(x_nm, dtype=float))
         y = np.atleast_1d(np.asarray(y_nm, dtype=float))
         if x.shape != y.shape or x.ndim != 1:
-            raise ValueError(f"x and y positions must be 1-D of equal length, got {x.shape}, {y.shape}")
+            raise ValueError(
+                f"x and y positions must be 1-D of equal length, got {x.shape}, {y.shape}"
+            )
         bad = ~(np.isfinite(x) & np.isfinite(y))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])

@@ -29,7 +29,9 @@ class Beam:
         if not (10.0 <= self.voltage_kv <= 1000.0):
             raise ValueError(f"voltage_kv must lie in 10..1000 kV, got {self.voltage_kv}")
         if not (0.1 <= self.convergence_mrad <= 50.0):
-            raise ValueError(f"convergence_mrad must lie in 0.1..50 mrad, got {self.convergence_mrad}")
+            raise ValueError(
+                f"convergence_mrad must lie in 0.1..50 mrad, got {self.convergence_mrad}"
+            )
 
     @property
     def energy_ev(self) -> float:

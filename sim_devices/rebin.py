@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def overlap_matrix(source_centres: np.ndarray, source_width: float, target_centres: np.ndarray,
-                   target_width: float) -> np.ndarray:
+def overlap_matrix(
+    source_centres: np.ndarray, source_width: float, target_centres: np.ndarray, target_width: float
+) -> np.ndarray:
     """Fraction of each source bin that falls inside each target bin (1-D).
 
     Parameters
@@ -30,9 +31,13 @@ def overlap_matrix(source_centres: np.ndarray, source_width: float, target_centr
     return overlap / source_width
 
 
-def rebin_pattern(pattern: np.ndarray, source_angles: tuple[np.ndarray, np.ndarray],
-                  source_sampling: tuple[float, float], target_angles: tuple[np.ndarray, np.ndarray],
-                  target_sampling: float) -> np.ndarray:
+def rebin_pattern(
+    pattern: np.ndarray,
+    source_angles: tuple[np.ndarray, np.ndarray],
+    source_sampling: tuple[float, float],
+    target_angles: tuple[np.ndarray, np.ndarray],
+    target_sampling: float,
+) -> np.ndarray:
     """Integrate a pattern ``[..., x, y]`` (abTEM order) onto a detector ``[..., rows=y, cols=x]``.
 
     Parameters

@@ -64,7 +64,9 @@ class Sample:
                 raise SampleFileError(f"missing required key {key!r}")
             value = np.asarray(self.maps[key])
             if value.ndim != 2 or min(value.shape) < 1:
-                raise SampleFileError(f"{key!r} must be a 2-D (ny, nx) map, got shape {value.shape}")
+                raise SampleFileError(
+                    f"{key!r} must be a 2-D (ny, nx) map, got shape {value.shape}"
+                )
             if shape is None:
                 shape = value.shape
             elif value.shape != shape:

@@ -65,22 +65,21 @@ def run(args: argparse.Namespace) -> int:
             sparse_scan([session.det], session.scan_gen, x_nm, y_nm, mode="batch", md=md)
         )
         wall_s = time.perf_counter() - start
-        run = session.tiled_client[uid]
+        recorded = session.tiled_client[uid]
         catalog = session.catalog
         serve = f"stem-loop serve --data {shlex.quote(str(catalog.data_dir))}"
         # This process's embedded server stops with it: point at where 'serve' listens.
         snippet = catalog.python_snippet(SERVE_URI if catalog.server is not None else None)
         result = {
             "run_uid": uid,
-            "scan_id": run.metadata["start"].get("scan_id"),
+            "scan_id": recorded.metadata["start"].get("scan_id"),
             "sample": md["sample"],
             "positions": args.positions,
             "field_of_view_nm": [width, height],
             "wall_s": round(wall_s, 3),
             "frames_per_s": round(args.positions / wall_s, 1),
             "data_dir": str(catalog.data_dir),
-            "runs_uri": catalog.runs_uri,
-            "streams": sorted(run),
+            "streams": sorted(recorded),
             "browse": {"serve": serve, "python": snippet},
         }
         text = "\n".join(

@@ -165,6 +165,13 @@ def open_catalog(
         ``join`` is False and another process serves ``data_dir``.
     """
     layout = DataLayout(resolve_data_dir(data_dir)).create()
+    if pending := sorted(layout.backup.glob("*.jsonl")):
+        logger.warning(
+            "%d run backup(s) in %s are not in Tiled yet; write them with "
+            "stem_loop.storage.replay(catalog)",
+            len(pending),
+            layout.backup,
+        )
     uri = None if embedded else (uri or os.environ.get(URI_ENV) or None)
     server = None
     if uri:
@@ -196,15 +203,18 @@ def _connect(uri: str, api_key: str | None, *, trust_env: bool):
     from tiled.client import from_uri
     from tiled.client.utils import ClientError
 
-    # Probe once without tiled's retries (which take ~25 s) to fail fast and clearly.
+    # Probe once without tiled's retries (which take ~25 s) to fail fast and clearly. Only a
+    # failure to connect counts: a slow answer (busy machine) is left to tiled's retries.
     try:
         with httpx.Client(trust_env=trust_env) as http:
-            http.get(uri, timeout=5.0)
-    except httpx.TransportError as err:
+            http.get(uri, timeout=httpx.Timeout(30.0, connect=5.0))
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as err:
         raise TiledUnreachableError(
             f"No Tiled server answers at {uri} ({err}). Start it, fix ${URI_ENV}, "
             f"or unset ${URI_ENV} to use the embedded server."
         ) from None
+    except httpx.TransportError:
+        pass
     try:
         return from_uri(uri, api_key=api_key, trust_env=trust_env)
     except ClientError as err:

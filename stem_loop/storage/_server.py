@@ -79,6 +79,7 @@ class EmbeddedTiledServer:
             cache_config=StreamingCacheConfig(uri="memory").model_dump(),
         )
         app = build_app(catalog, authentication=Authentication(single_user_api_key=api_key))
+        _isolate_settings(app)
         self._server = ThreadedServer(
             uvicorn.Config(
                 app, host=host, port=port, loop="asyncio", log_config=_log_config(directory)
@@ -162,6 +163,18 @@ class EmbeddedTiledServer:
 
     def __repr__(self) -> str:
         return f"<EmbeddedTiledServer {self.uri} in {self.directory}>"
+
+
+def _isolate_settings(app) -> None:
+    """Give ``app`` its own copy of tiled's settings.
+
+    tiled's ``build_app`` writes the API key into one process-wide ``Settings`` object, so with
+    two servers in a process the key of the last one would unlock (and be required by) both.
+    """
+    from tiled.server.settings import get_settings
+
+    private = app.dependency_overrides[get_settings]().model_copy(deep=True)
+    app.dependency_overrides[get_settings] = lambda: private
 
 
 def _failure(message: str, directory: Path) -> str:

@@ -16,9 +16,17 @@ PROFILE = Path(__file__).resolve().parents[2] / "profile_collection"
 GRID = "RE(bp.grid_scan([det], scan_gen.y, 20, 75, 3, scan_gen.x, 20, 75, 3))"
 
 
+def _check(done: subprocess.CompletedProcess) -> str:
+    if done.returncode != 0:
+        pytest.fail(f"ipython exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
 def _ipython(profile: Path, code: str, data_dir: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in (URI_ENV, API_KEY_ENV)}
-    env.update(STEM_LOOP_DATA=str(data_dir), MPLBACKEND="Agg")
+    # Headless, as in CI: the profile itself must keep matplotlib off the screen.
+    unset = (URI_ENV, API_KEY_ENV, "MPLBACKEND", "DISPLAY", "WAYLAND_DISPLAY")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["STEM_LOOP_DATA"] = str(data_dir)
     ipython = Path(sys.executable).with_name("ipython")
     return subprocess.run(
         [str(ipython), f"--profile-dir={profile}", "-c", code],
@@ -40,15 +48,13 @@ def test_grid_scan_in_the_profile_is_recorded_in_tiled(profile, tmp_path):
     data_dir = tmp_path / "data"
     names = "RE, bec, det, scan_gen, tiled_client, bp, bps, bpp, sparse_scan"
     done = _ipython(profile, f"{names}; {GRID}; print(len(tiled_client))", data_dir)
-    assert done.returncode == 0, done.stderr + done.stdout
-    assert done.stdout.strip().splitlines()[-1] == "1"
+    assert _check(done) == "1"
 
     # A second session continues the scan ids and finds the first run.
     again = _ipython(
         profile, f"{GRID}; print(tiled_client[2].metadata['start']['scan_id'])", data_dir
     )
-    assert again.returncode == 0, again.stderr + again.stdout
-    assert again.stdout.strip().splitlines()[-1] == "2"
+    assert _check(again) == "2"
 
     with open_catalog(data_dir=data_dir) as catalog:
         assert len(catalog.client) == 2

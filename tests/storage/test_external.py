@@ -49,3 +49,18 @@ def test_uri_of_a_runs_container_is_used_as_is(other_server, tmp_path):
     with open_catalog(data_dir=tmp_path, uri=uri, api_key=key) as catalog:
         assert catalog.runs_uri == uri
         assert "runs" not in list(catalog.client.keys())  # Not nested one level deeper.
+
+
+def test_servers_in_one_process_keep_their_own_keys(other_server, tiled_catalog):
+    import httpx
+
+    ours, theirs = tiled_catalog.uri, other_server.uri
+    for uri, key, status in [
+        (ours, tiled_catalog.api_key, 200),
+        (ours, other_server.api_key, 401),
+        (theirs, other_server.api_key, 200),
+        (theirs, tiled_catalog.api_key, 401),
+    ]:
+        with httpx.Client(trust_env=False) as http:  # A fresh client: no key cookie carried over.
+            response = http.get(f"{uri}/metadata/", headers={"Authorization": f"Apikey {key}"})
+        assert response.status_code == status, (uri, key)

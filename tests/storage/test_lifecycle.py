@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stem_loop.storage import API_KEY_ENV, URI_ENV, open_catalog, subscribe_writer
+from stem_loop.storage import (
+    API_KEY_ENV,
+    URI_ENV,
+    CatalogBusyError,
+    open_catalog,
+    subscribe_writer,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +45,8 @@ def test_second_catalog_on_a_directory_joins_the_running_server(tmp_path):
             assert second.server is None
             assert second.uri == first.uri
             assert second.runs_uri == first.runs_uri
+        with pytest.raises(CatalogBusyError, match=first.uri):
+            open_catalog(data_dir=tmp_path, join=False)
     assert not (tmp_path / "tiled" / "server.json").exists()
 
 

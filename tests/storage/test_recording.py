@@ -31,7 +31,9 @@ def test_runs_container_spec(tiled_catalog):
 
 def test_lookup_by_partial_uid_latest_and_scan_id(RE, tiled_catalog):
     import bluesky.plans as bp
+    from bluesky_tiled_plugins.queries import ScanIDRange
     from ophyd.sim import det
+    from tiled.queries import Eq
 
     RE.md["scan_id"] = 9000  # Unique in the shared session catalog.
     uids = [RE(bp.count([det], num=1))[0] for _ in range(3)]
@@ -48,6 +50,8 @@ def test_lookup_by_partial_uid_latest_and_scan_id(RE, tiled_catalog):
     assert [uid_of(run) for run in runs[-1:-4:-1]] == uids[::-1]
     assert uid_of(runs[9002]) == uids[1]
     assert uid_of(runs.scan_id[9003]) == uids[2]
+    assert list(runs.search(ScanIDRange(9001, 9003))) == uids[:2]  # End excluded.
+    assert list(runs.search(Eq("plan_name", "count")).search(Eq("scan_id", 9003))) == [uids[2]]
     with pytest.raises(KeyError):
         runs[123456789]
     with pytest.raises(ValueError, match="too short"):

@@ -1,0 +1,173 @@
+"""Forward-model throughput (fast and exact CBED frames/s) and the fast-vs-exact agreement.
+
+Run ``stem-loop bench forward --help``. Figures printed:
+
+* fast model, noise-free patterns/s and with Poisson counting noise (uint16 frames/s), in
+  batches, on the machine's cores;
+* exact model (abTEM multislice), seconds per pattern at one thickness and per thickness series
+  (all exit planes from one run);
+* with ``--validate N``: N random strains (each component in ±2 %) and tilts (±3 mrad) at
+  10, 45 and 80 nm, fast vs exact: pattern correlation and largest disk-position difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _random_descriptors(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return dict(
+        exx=rng.uniform(-0.02, 0.02, n),
+        eyy=rng.uniform(-0.02, 0.02, n),
+        exy=rng.uniform(-0.02, 0.02, n),
+        thickness_nm=rng.uniform(10, 80, n),
+        tilt_x_mrad=rng.uniform(-3, 3, n),
+        tilt_y_mrad=rng.uniform(-3, 3, n),
+    )
+
+
+def run_forward_bench(
+    n_fast: int = 4096,
+    *,
+    exact_thickness_nm: float = 45.0,
+    validate: int = 0,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Measure the forward models; return the figures as a dict (see module docstring)."""
+    import torch
+
+    from sim_devices import Beam, Detector
+    from sim_devices.cbed_exact import ExactCBED
+    from sim_devices.cbed_fast import FastCBED
+    from sim_devices.noise import poisson_counts
+
+    beam, detector = Beam(), Detector()
+    start = time.perf_counter()
+    fast = FastCBED.for_conditions("Si", "110", beam, detector)
+    load_s = time.perf_counter() - start
+    descriptors = _random_descriptors(n_fast, seed)
+    fast.patterns({k: v[:16] for k, v in descriptors.items()})  # warm-up
+    start = time.perf_counter()
+    patterns = fast.patterns(descriptors)
+    render_s = time.perf_counter() - start
+    start = time.perf_counter()
+    poisson_counts(patterns, detector.dose, np.random.default_rng(seed))
+    noise_s = time.perf_counter() - start
+
+    exact = ExactCBED("Si", "110", beam, detector)
+    start = time.perf_counter()
+    exact.thickness_series((0.01, -0.005, 0.002), (1.0, -0.5), [exact_thickness_nm])
+    exact_single_s = time.perf_counter() - start
+    series = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+    start = time.perf_counter()
+    exact.thickness_series((0.01, -0.005, 0.002), (1.0, -0.5), series)
+    exact_series_s = time.perf_counter() - start
+
+    result: dict[str, Any] = {
+        "conditions": {
+            "material": "Si",
+            "zone_axis": "110",
+            "voltage_kv": beam.voltage_kv,
+            "convergence_mrad": beam.convergence_mrad,
+            "pixels": detector.pixels,
+            "mrad_per_pixel": detector.mrad_per_pixel,
+            "dose": detector.dose,
+            "sampling_a": exact.settings.sampling_a,
+        },
+        "threads": torch.get_num_threads(),
+        "fast_library_load_s": load_s,
+        "fast_patterns_per_s": n_fast / render_s,
+        "fast_frames_per_s_with_noise": n_fast / (render_s + noise_s),
+        "exact_s_per_pattern": exact_single_s,
+        "exact_thickness_nm": exact_thickness_nm,
+        "exact_s_per_thickness_series": exact_series_s,
+        "exact_series_thicknesses_nm": series,
+    }
+    if validate:
+        from sim_devices.validation import compare, random_conditions
+
+        cases = []
+        for strain, tilt in random_conditions(validate, seed=seed):
+            cases += [
+                c.as_dict() | {"passed": c.passed()}
+                for c in compare(fast, exact, strain, tilt, [10.0, 45.0, 80.0])
+            ]
+        result["validation"] = cases
+        result["validation_min_correlation"] = min(c["correlation"] for c in cases)
+        result["validation_max_disk_shift_px"] = max(c["max_disk_shift_px"] for c in cases)
+        result["validation_passed"] = all(c["passed"] for c in cases)
+    if verbose:
+        _print(result)
+    return result
+
+
+def _print(r: dict[str, Any]) -> None:
+    c = r["conditions"]
+    print(
+        f"forward models: {c['material']} [{c['zone_axis']}], {c['voltage_kv']:g} kV, "
+        f"{c['convergence_mrad']:g} mrad, {c['pixels']}x{c['pixels']} px at "
+        f"{c['mrad_per_pixel']} mrad/px, sampling {c['sampling_a']} A, {r['threads']} threads"
+    )
+    print(
+        f"  fast  : {r['fast_patterns_per_s']:8.0f} patterns/s noise-free, "
+        f"{r['fast_frames_per_s_with_noise']:8.0f} frames/s with Poisson noise (dose {c['dose']:g})"
+    )
+    print(
+        f"  exact : {r['exact_s_per_pattern']:8.1f} s per pattern at "
+        f"{r['exact_thickness_nm']:g} nm, {r['exact_s_per_thickness_series']:.1f} s per series of "
+        f"{len(r['exact_series_thicknesses_nm'])} thicknesses"
+    )
+    if "validation" in r:
+        print("  fast vs exact (strain, tilt, thickness -> correlation, max disk shift px):")
+        for v in r["validation"]:
+            strain = f"({v['exx']:+.4f},{v['eyy']:+.4f},{v['exy']:+.4f})"
+            tilt = f"({v['tilt_x_mrad']:+.2f},{v['tilt_y_mrad']:+.2f})"
+            verdict = "ok" if v["passed"] else "FAIL"
+            print(
+                f"    e={strain} tilt={tilt} t={v['thickness_nm']:4.0f} nm -> "
+                f"{v['correlation']:.4f}, {v['max_disk_shift_px']:.3f} px over "
+                f"{v['disks_compared']} disks {verdict}"
+            )
+        print(
+            f"  worst: correlation {r['validation_min_correlation']:.4f}, "
+            f"disk shift {r['validation_max_disk_shift_px']:.3f} px"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry (``stem-loop bench forward``)."""
+    parser = argparse.ArgumentParser(
+        prog="stem-loop bench forward",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--frames", type=int, default=4096, help="fast-model frames to time")
+    parser.add_argument(
+        "--exact-thickness", type=float, default=45.0, help="nm, for the single exact pattern"
+    )
+    parser.add_argument(
+        "--validate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also compare fast vs exact at N random strain/tilt conditions",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    args = parser.parse_args(argv)
+    result = run_forward_bench(
+        args.frames, exact_thickness_nm=args.exact_thickness, validate=args.validate, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

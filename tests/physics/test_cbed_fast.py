@@ -1,0 +1,88 @@
+"""Fast forward model: geometry, normalisation, refusals (physics vs. exact: elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim_devices import Beam, Detector
+from sim_devices.cbed_fast import FastCBED
+from sim_devices.disk_positions import fit_lattice, measure_disk_positions
+from sim_devices.validation import bright_disks
+
+
+def _descriptors(n=1, **kw):
+    base = dict(exx=0.0, eyy=0.0, exy=0.0, thickness_nm=30.0, tilt_x_mrad=0.0, tilt_y_mrad=0.0)
+    base.update(kw)
+    return {k: np.full(n, v, dtype=float) for k, v in base.items()}
+
+
+def test_patterns_are_fractions_of_the_beam(fast_model):
+    p = fast_model.patterns(
+        _descriptors(3, thickness_nm=[10.0, 40.0, 80.0])
+        | {"thickness_nm": np.array([10.0, 40.0, 80.0])}
+    )
+    assert p.shape == (3, 128, 128) and p.dtype == np.float32
+    assert (p >= 0).all()
+    totals = p.sum((1, 2))
+    assert (totals <= 1.0).all() and (totals > 0.6).all()
+    assert totals[0] > totals[2]  # more scattering out of the detector in thicker crystal
+
+
+def test_mirror_symmetry_of_si_110(fast_model):
+    """Si [110] has 2mm projection symmetry: the untilted pattern is symmetric in x and y."""
+    p = fast_model.patterns(_descriptors(thickness_nm=50.0))[0]
+    np.testing.assert_allclose(p, p[:, ::-1], atol=2e-3 * p.max())
+    np.testing.assert_allclose(p, p[::-1, :], atol=2e-3 * p.max())
+
+
+@pytest.mark.parametrize("strain", [(0.015, 0.0, 0.0), (0.0, -0.02, 0.0), (0.004, 0.01, 0.012)])
+def test_strained_disks_sit_at_the_strained_reciprocal_lattice(fast_model, strain):
+    """Measured disk centres follow lambda (I + e)^-T g (lattice fit, sub-pixel)."""
+    p = fast_model.patterns(_descriptors(exx=strain[0], eyy=strain[1], exy=strain[2]))[0]
+    guesses, hk, _ = bright_disks(fast_model, strain, p)
+    found = measure_disk_positions(p, guesses, fast_model.alpha / fast_model.pixel)
+    assert len(guesses) >= 8
+    origin, basis = fit_lattice(found, hk)
+    assert np.hypot(*(origin + hk @ basis.T - guesses).T).max() < 0.1
+    # and that lattice is the strained one, not the unstrained one
+    unstrained = fast_model.disk_centres_px(np.zeros(3))[0].numpy()
+    ref_origin, ref_basis = fit_lattice(unstrained, fast_model.hk)
+    deformation = np.array([[1 + strain[0], strain[2]], [strain[2], 1 + strain[1]]])
+    expected = np.linalg.inv(deformation).T @ ref_basis  # g' = (I + e)^-T g
+    np.testing.assert_allclose(basis, expected, atol=0.05)
+    assert np.abs(basis - ref_basis).max() > 0.2
+    np.testing.assert_allclose(origin, ref_origin, atol=0.05)
+
+
+def test_tilt_moves_the_content_not_the_disks(fast_model):
+    flat, tilted = fast_model.patterns(
+        _descriptors(2, tilt_x_mrad=0.0) | {"tilt_x_mrad": np.array([0.0, 2.0])}
+    )
+    assert np.corrcoef(flat.ravel(), tilted.ravel())[0, 1] < 0.995
+    guesses = bright_disks(fast_model, (0.0, 0.0, 0.0), flat)[0]
+    radius = fast_model.alpha / fast_model.pixel
+    a, b = (
+        measure_disk_positions(flat, guesses, radius),
+        measure_disk_positions(tilted, guesses, radius),
+    )
+    assert np.nanmedian(np.hypot(*(a - b).T)) < 0.1
+
+
+def test_refuses_outside_its_validity(fast_model):
+    with pytest.raises(ValueError, match="thickness outside"):
+        fast_model.patterns(_descriptors(thickness_nm=200.0))
+    with pytest.raises(ValueError, match="crystal tilt beyond"):
+        fast_model.patterns(_descriptors(tilt_x_mrad=6.0))
+    with pytest.raises(ValueError, match="disks overlap"):
+        FastCBED(fast_model.library, Beam(convergence_mrad=4.5), Detector())
+    with pytest.raises(ValueError, match="library is for 200"):
+        FastCBED(fast_model.library, Beam(voltage_kv=300), Detector())
+
+
+def test_smaller_convergence_angle_crops_the_disks(fast_model):
+    narrow = FastCBED(fast_model.library, Beam(convergence_mrad=1.5), Detector())
+    p = narrow.patterns(_descriptors())[0]
+    rows = np.flatnonzero(p[:, 64] > 1e-3 * p.max())
+    centre_run = rows[(rows > 50) & (rows < 78)]
+    assert 7 <= len(centre_run) <= 10  # 2 * 1.5 mrad / 0.35 mrad per px ~ 8.6 px
