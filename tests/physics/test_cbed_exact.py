@@ -1,0 +1,63 @@
+"""Exact model: configuration of material, beam and detector (cheap settings; physics vs. fast
+is in test_fast_vs_exact)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim_devices import Beam, Detector
+from sim_devices.cbed_exact import ExactCBED, MultisliceSettings, strained_block
+from sim_devices.materials import zone_axis_crystal
+
+CHEAP = MultisliceSettings(sampling_a=0.1, box_nm=4.0)
+
+
+def test_srtio3_001_by_configuration():
+    """SrTiO3 [001] at 300 kV, 2 mrad, 64 px: disks on the cubic (100) lattice, 4-fold symmetric."""
+    beam, detector = (
+        Beam(voltage_kv=300, convergence_mrad=2.0),
+        Detector(pixels=64, mrad_per_pixel=0.5),
+    )
+    model = ExactCBED("SrTiO3", "001", beam, detector, CHEAP)
+    pattern = model.thickness_series((0.0, 0.0, 0.0), (0.0, 0.0), [4.0])[0]
+    assert pattern.shape == (64, 64) and 0.5 < pattern.sum() <= 1.0
+    # (200) at 2 lambda / a = 2 x 1.97 pm / 3.905 A = 10.1 mrad = 20.2 px from the centre;
+    # (100) is nearly extinct (f_Sr ~ f_Ti + f_O), so between them the pattern is dark
+    centre = (64 - 1) / 2
+    spot = pattern[32, int(round(centre + 20.2))]
+    gap = pattern[32, int(round(centre + 10.1))]
+    assert spot > 100 * gap
+    np.testing.assert_allclose(pattern, pattern.T, atol=0.02 * pattern.max())  # 4mm symmetry
+
+
+def test_thickness_series_matches_single_runs():
+    model = ExactCBED("Si", "110", Beam(), Detector(pixels=64, mrad_per_pixel=0.7), CHEAP)
+    series = model.thickness_series((0.01, 0.0, 0.0), (1.0, 0.0), [3.0, 6.0])
+    single = model.thickness_series((0.01, 0.0, 0.0), (1.0, 0.0), [6.0])[0]
+    np.testing.assert_allclose(series[1], single, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(series[0], series[1], rtol=0.05)
+
+
+def test_strained_block_is_strained_about_its_centre():
+    crystal = zone_axis_crystal("Si", "110")
+    flat = strained_block(crystal, np.array([10, 7]), 4, 2, (0.0, 0.0, 0.0))
+    stretched = strained_block(crystal, np.array([10, 7]), 4, 2, (0.02, -0.01, 0.0))
+    assert np.allclose(flat.cell.lengths(), stretched.cell.lengths())
+
+    def column_spacing(atoms, axis):
+        return np.median(np.diff(np.unique(np.round(atoms.positions[:, axis], 3))))
+
+    # Si [110]: columns every a / (2 sqrt 2) = 1.92 A along x and a / 4 = 1.358 A along y
+    assert column_spacing(flat, 0) == pytest.approx(1.9201, abs=1e-3)
+    assert column_spacing(stretched, 0) == pytest.approx(1.9201 * 1.02, abs=1e-3)
+    assert column_spacing(stretched, 1) == pytest.approx(1.35775 * 0.99, abs=1e-3)
+    # the centre stays put: an atom sits at the middle of both blocks
+    middle = flat.cell.lengths()[:2] / 2
+    for block in (flat, stretched):
+        assert np.hypot(*(block.positions[:, :2] - middle).T).min() < 1e-6
+
+
+def test_unknown_material_refused():
+    with pytest.raises(ValueError, match="unsupported material/zone axis GaAs \\[110\\]"):
+        ExactCBED("GaAs", "110", Beam(), Detector())
