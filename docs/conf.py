@@ -17,7 +17,7 @@ from stem_loop import __version__  # noqa: E402
 
 project = "stem-loop"
 author = "stem-loop developers"
-copyright = "stem-loop developers, BSD-3-Clause"  # noqa: A001 - Sphinx's name
+copyright = "stem-loop developers, BSD-3-Clause"
 release = __version__
 version = ".".join(__version__.split(".")[:2])
 
@@ -57,3 +57,14 @@ html_theme_options = {
     "page_width": "1100px",
     "sidebar_width": "240px",
 }
+
+
+def _protocol_signature(app, what, name, obj, options, signature, return_annotation):
+    """Show protocols (ScanBackend, FrameSource, ForwardModel) without a constructor signature."""
+    if what == "class" and getattr(obj, "_is_protocol", False):
+        return "", return_annotation
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _protocol_signature)

@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from .cbed_library import LibrarySpec, build_library, cache_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Build and cache (or write to ``--out``) the beam library for the given conditions."""
+    """Build a beam library and save it (default: the cache the fast model loads from)."""
     parser = argparse.ArgumentParser(prog="python -m sim_devices", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build-library", help="compute a beam-intensity library with abTEM")
     build.add_argument("--material", default="Si")
     build.add_argument("--zone-axis", default="110")
     build.add_argument("--voltage-kv", type=float, default=200.0)
-    build.add_argument("--out", default=None, help="directory (default: the cache directory)")
+    build.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory (default: $STEM_LOOP_CACHE or ~/.cache/stem-loop, where the fast model "
+        "looks; it also looks in the package's sim_devices/data for shipped libraries)",
+    )
     args = parser.parse_args(argv)
     spec = LibrarySpec(material=args.material, zone_axis=args.zone_axis, voltage_kv=args.voltage_kv)
     start = time.perf_counter()
     library = build_library(spec, progress=True)
-    path = library.save(
-        (args.out or cache_dir()) / spec.filename()
-        if args.out is None
-        else __import__("pathlib").Path(args.out) / spec.filename()
-    )
+    path = library.save((args.out or cache_dir()) / spec.filename())
     print(f"wrote {path} ({library.intensity.shape}, {time.perf_counter() - start:.0f} s)")
 
 

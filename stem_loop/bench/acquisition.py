@@ -182,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-dir", help="HDF5 directory (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--tiled",
-        action="store_true",
-        help="also write every run into an embedded Tiled server (temporary data directory)",
+        "--no-tiled",
+        dest="tiled",
+        action="store_false",
+        help="HDF5 only: do not also write every run into an embedded Tiled server "
+        "(by default a temporary one is started)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON last")
     args = parser.parse_args(argv)
@@ -200,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         with (
             tempfile.TemporaryDirectory(prefix="stem-loop-bench-tiled-") as tmp,
-            open_catalog(data_dir=tmp) as catalog,
+            open_catalog(data_dir=tmp, embedded=True) as catalog,
         ):
             report = run_acquisition_bench(
                 args.positions, make_writer(catalog), data_dir=catalog.hdf5_dir, **options
