@@ -11,6 +11,9 @@ tiled_catalog : stem_loop.storage.Catalog, session scope
 RE : bluesky.RunEngine, function scope
     A fresh RunEngine with the Tiled writer subscribed (documents land in ``tiled_catalog``).
     ``RE(plan)`` returns the tuple of run uids.
+cbed_library : sim_devices.cbed_library.BeamLibrary, session scope, autouse
+    The fast CBED model's default beam library, built once (minutes) into the cache before any
+    test, so tests and the commands they start in subprocesses all find it there.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from __future__ import annotations
 import pytest
 
 from stem_loop.storage import API_KEY_ENV, URI_ENV, open_catalog, subscribe_writer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cbed_library():
+    """The default beam library of the fast model, built once into the cache if missing."""
+    from sim_devices.cbed_library import LibrarySpec, load_or_build
+
+    return load_or_build(LibrarySpec())
 
 
 @pytest.fixture(scope="session")
