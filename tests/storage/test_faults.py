@@ -8,7 +8,6 @@ import time
 import pytest
 
 from stem_loop.storage import (
-    API_KEY_ENV,
     URI_ENV,
     TiledUnreachableError,
     open_catalog,
@@ -17,11 +16,7 @@ from stem_loop.storage import (
     subscribe_writer,
 )
 
-
-@pytest.fixture(autouse=True)
-def _embedded(monkeypatch):
-    monkeypatch.delenv(URI_ENV, raising=False)
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("embedded_only")
 
 
 def _free_port() -> int:

@@ -7,17 +7,12 @@ import pytest
 
 from stem_loop.storage import (
     API_KEY_ENV,
-    URI_ENV,
     CatalogBusyError,
     open_catalog,
     subscribe_writer,
 )
 
-
-@pytest.fixture(autouse=True)
-def _embedded(monkeypatch):
-    monkeypatch.delenv(URI_ENV, raising=False)
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("embedded_only")
 
 
 def test_runs_survive_a_restart_on_the_same_directory(tmp_path):
