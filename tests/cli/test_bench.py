@@ -1,4 +1,4 @@
-"""``stem-loop bench acquisition --json`` ends with one JSON object."""
+"""`stem-loop bench acquisition|forward --json` print their tables and end with one JSON object."""
 
 from __future__ import annotations
 
@@ -24,3 +24,18 @@ def test_acquisition_bench_json_last_line():
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["results"]
+
+
+def test_forward_bench_json_last_line():
+    done = subprocess.run(
+        [STEM_LOOP, "bench", "forward", "--no-exact", "--frames", "64", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["fast_patterns_per_s"] > 0 and report["fast_frames_per_s_with_noise"] > 0
+    assert report["fast_frames_per_s_with_noise"] <= report["fast_patterns_per_s"]
+    assert "exact_s_per_pattern" not in report
+    assert "fast  :" in done.stdout
