@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import sobel
-from scipy.signal import fftconvolve
 
 
 def disk_template(radius_px: float, size: int | None = None) -> np.ndarray:
@@ -35,20 +34,15 @@ def _parabolic_peak(values: np.ndarray) -> float:
 
 
 def _refined_peak(
-    window: np.ndarray,
-    template: np.ndarray,
-    coarse: tuple[int, int],
-    reach: float = 1.0,
-    step: float = 0.02,
+    spectrum: np.ndarray, coarse: tuple[int, int], reach: float = 1.0, step: float = 0.02
 ) -> tuple[float, float]:
     """Cross-correlation maximum near ``coarse`` on a fine grid (matrix DFT upsampling).
 
-    The correlation of equally sized ``window`` and ``template`` is evaluated at sub-pixel
-    shifts from their Fourier transforms (Guizar-Sicairos et al., Opt. Lett. 33, 2008), which
-    avoids the peak locking of fitting a parabola to integer-shift samples.
+    ``spectrum`` is ``fft2(window) * conj(fft2(template))``; the correlation is evaluated at
+    sub-pixel shifts from it (Guizar-Sicairos et al., Opt. Lett. 33, 2008), which avoids the
+    peak locking of fitting a parabola to integer-shift samples.
     """
-    n_y, n_x = window.shape
-    spectrum = np.fft.fft2(window) * np.conj(np.fft.fft2(template))
+    n_y, n_x = spectrum.shape
     shifts = np.arange(-reach, reach + step / 2, step)
     fy, fx = np.fft.fftfreq(n_y), np.fft.fftfreq(n_x)
     e_y = np.exp(2j * np.pi * np.outer(coarse[0] + shifts, fy))
@@ -88,6 +82,10 @@ def measure_disk_positions(
     disk = edge_map(disk_template(radius_px))
     offset = half - disk.shape[0] // 2
     template[offset : offset + disk.shape[0], offset : offset + disk.shape[1]] = disk
+    # The template leaves search_px + 1 empty pixels at each side, so for shifts up to
+    # search_px the circular correlation of the DFT equals the linear one.
+    template_spectrum = np.conj(np.fft.fft2(template))
+    near = np.arange(-search_px, search_px + 1)
     out = np.full((len(guesses_px), 2), np.nan)
     rows, cols = edges.shape
     for i, (gx, gy) in enumerate(np.asarray(guesses_px, dtype=float)):
@@ -95,12 +93,10 @@ def measure_disk_positions(
         if cx - half < 0 or cy - half < 0 or cx + half >= cols or cy + half >= rows:
             continue
         window = edges[cy - half : cy + half + 1, cx - half : cx + half + 1]
-        score = fftconvolve(window, template[::-1, ::-1], mode="same")
-        sub = score[
-            half - search_px : half + search_px + 1, half - search_px : half + search_px + 1
-        ]
-        py, px = np.unravel_index(np.argmax(sub), sub.shape)
-        dy, dx = _refined_peak(window, template, (py - search_px, px - search_px))
+        spectrum = np.fft.fft2(window) * template_spectrum
+        score = np.fft.ifft2(spectrum).real[np.ix_(near % size, near % size)]
+        py, px = np.unravel_index(np.argmax(score), score.shape)
+        dy, dx = _refined_peak(spectrum, (int(near[py]), int(near[px])))
         out[i] = (cx + dx, cy + dy)
     return out
 
