@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stem_loop.storage import Catalog, open_catalog, subscribe_writer
+from stem_loop.storage import Catalog, make_writer, open_catalog, subscribe_writer
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def make_run_engine(
     best_effort: bool = True,
     plots: bool | None = None,
     resume_scan_id: bool = True,
+    wrap_writer: Callable[[Callable[[str, dict], Any]], Callable[[str, dict], Any]] | None = None,
 ):
     """A RunEngine that records into ``catalog``.
 
@@ -95,6 +97,10 @@ def make_run_engine(
     resume_scan_id : bool
         Continue ``scan_id`` from the latest run in the catalog, so ``tiled_client[scan_id]``
         stays unambiguous across sessions.
+    wrap_writer : callable, optional
+        Called with the Tiled writer callback; what it returns is subscribed instead (a document
+        router that forwards to the writer, e.g. ``InferenceAgent.forward_to`` from
+        `stem_loop.agents.inference`, which adds a ``descriptors`` stream to each run).
 
     Returns
     -------
@@ -104,7 +110,10 @@ def make_run_engine(
     from bluesky import RunEngine
 
     RE = RunEngine({})  # noqa: N806 - the Bluesky name
-    subscribe_writer(RE, catalog)
+    if wrap_writer is None:
+        subscribe_writer(RE, catalog)
+    else:
+        RE.subscribe(wrap_writer(make_writer(catalog)))
     if progress_bar:
         from bluesky.utils import ProgressBarManager
 

@@ -1,0 +1,1 @@
+"""RunEngine subscribers of the loop: inference, energetics and mapping agents."""
