@@ -13,6 +13,7 @@ from ._common import CommandError, dumps
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "acquisition": ("stem_loop.bench.acquisition", "run_acquisition_bench"),
     "forward": ("stem_loop.bench.forward", "run_forward_bench"),
+    "inference": ("stem_loop.bench.inference", "run_inference_bench"),
 }
 
 

@@ -1,0 +1,397 @@
+"""Inference throughput (frames/s for 128 x 128 frames) and the accuracy report.
+
+Run ``stem-loop bench inference --help``. Figures printed, on this machine's CPU cores:
+
+* ``front_end``: the physics front end alone (lattice registration, disk crops);
+* ``network``: the trained network alone on pre-computed inputs;
+* ``end_to_end``: frames read from an HDF5 file (uint16, one chunk per frame as the detector
+  writes them) + front end + network, in batches, i.e. ``Predictor.predict`` on what was read;
+* ``agent``: the same file through :class:`~stem_loop.agents.inference.InferenceAgent`
+  (StreamResource/StreamDatum documents in, ``descriptors`` event pages out).
+
+With a CUDA device (never required) the front end, network and end-to-end figures are
+measured there as well. The frames are simulated with the fast model on the built-in sample at
+the default dose (a few hundred distinct frames, repeated). Then, unless ``--no-accuracy``, the
+accuracy report of the shipped network on the held-out exact-physics set
+(``stem_loop.inference.evaluation.report``), when that module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Distinct simulated frames; longer runs repeat them.
+MAX_DISTINCT_FRAMES = 256
+#: Dataset path and chunking of the detector's HDF5 files.
+DATASET = "/entry/data/data"
+
+
+def simulate_frames(n: int, seed: int = 0) -> tuple[np.ndarray, Any]:
+    """``n`` uint16 frames of the built-in sample (fast model, default dose) and their conditions.
+
+    Parameters
+    ----------
+    n : int
+        Frames wanted; at most :data:`MAX_DISTINCT_FRAMES` are distinct, the rest repeat.
+    seed : int
+        Positions and noise seed.
+
+    Returns
+    -------
+    frames : ndarray
+        ``(n, 128, 128)`` uint16 counts.
+    conditions : BeamConditions
+    """
+    from sim_devices import Microscope, builtin_sample
+    from stem_loop.inference import BeamConditions
+
+    microscope = Microscope(builtin_sample(), forward="fast", seed=seed)
+    rng = np.random.default_rng(seed)
+    width, height = microscope.field_of_view_nm
+    k = min(n, MAX_DISTINCT_FRAMES)
+    distinct = microscope.acquire(rng.uniform(0, width, k), rng.uniform(0, height, k))
+    frames = distinct[np.arange(n) % k]
+    sample = microscope.sample
+    conditions = BeamConditions.from_devices(
+        sample.material, sample.zone_axis, microscope.beam, microscope.detector
+    )
+    return frames, conditions
+
+
+def write_frames(path: Path, frames: np.ndarray) -> Path:
+    """Write frames as the detector does: ``/entry/data/data``, one chunk per frame, SWMR."""
+    import h5py
+
+    with h5py.File(path, "w", libver="latest") as file:
+        file.create_dataset(
+            DATASET,
+            data=frames,
+            chunks=(1, *frames.shape[1:]),
+            maxshape=(None, *frames.shape[1:]),
+        )
+    return path
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else float("inf")
+
+
+def _best_of(repeats: int, function: Callable[[], Any]) -> float:
+    """Shortest wall time of ``repeats`` calls (the least disturbed by other jobs)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _batches(n: int, batch: int) -> list[slice]:
+    return [slice(lo, min(lo + batch, n)) for lo in range(0, n, batch)]
+
+
+def _cpu_figures(predictor, frames, conditions, path: Path, batch: int, repeats: int) -> dict:
+    import h5py
+    import torch
+
+    n = len(frames)
+    pre = predictor.preprocessor(conditions)
+    pre(frames[:8])  # warm-up
+    front_s = _best_of(repeats, lambda: [pre(frames[s]) for s in _batches(n, batch)])
+    inputs = [pre(frames[s]) for s in _batches(n, batch)]
+    model = predictor.model
+
+    def network() -> None:
+        with torch.no_grad():
+            for x in inputs:
+                model(x.crops, x.side)
+
+    network_s = _best_of(repeats, network)
+
+    def end_to_end() -> None:
+        with h5py.File(path, "r", swmr=True, libver="latest") as file:
+            dataset = file[DATASET]
+            for s in _batches(n, batch):
+                predictor.predict(dataset[s], conditions)
+
+    end_s = _best_of(repeats, end_to_end)
+
+    def read_only() -> None:
+        with h5py.File(path, "r", swmr=True, libver="latest") as file:
+            dataset = file[DATASET]
+            for s in _batches(n, batch):
+                dataset[s]
+
+    read_s = _best_of(repeats, read_only)
+    agent_s = _best_of(repeats, lambda: _through_agent(predictor, conditions, path, n, batch))
+    return {
+        "read_hdf5": _rate(n, read_s),
+        "front_end": _rate(n, front_s),
+        "network": _rate(n, network_s),
+        "end_to_end": _rate(n, end_s),
+        "agent": _rate(n, agent_s),
+    }
+
+
+def _through_agent(predictor, conditions, path: Path, n: int, batch: int) -> None:
+    """Feed the file to an InferenceAgent as a run's documents (no positions, inline)."""
+    from event_model import compose_run
+
+    from stem_loop.agents.inference import InferenceAgent
+
+    pages: list[int] = []
+
+    def count(name: str, doc: dict) -> None:
+        if name == "event_page":
+            pages.append(len(doc["seq_num"]))
+
+    agent = InferenceAgent(
+        predictor, conditions, downstream=[count], batch_size=batch, background=False
+    )
+    run = compose_run()
+    agent("start", run.start_doc)
+    key = {
+        "source": "bench",
+        "shape": [conditions.pixels, conditions.pixels],
+        "dtype": "array",
+        "dtype_numpy": "<u2",
+        "external": "STREAM:",
+    }
+    desc = run.compose_descriptor(name="primary", data_keys={"det-image": key})
+    agent("descriptor", desc.descriptor_doc)
+    resource = run.compose_stream_resource(
+        mimetype="application/x-hdf5",
+        uri=f"file://localhost{path.resolve()}",
+        data_key="det-image",
+        parameters={"dataset": DATASET, "chunk_shape": [1, conditions.pixels, conditions.pixels]},
+    )
+    agent("stream_resource", resource.stream_resource_doc)
+    for s in _batches(n, batch):
+        datum = resource.compose_stream_datum(
+            indices={"start": s.start, "stop": s.stop},
+            seq_nums={"start": s.start + 1, "stop": s.stop + 1},
+            descriptor=desc.descriptor_doc,
+        )
+        agent("stream_datum", datum)
+    agent("stop", run.compose_stop())
+    if sum(pages) != n:
+        raise RuntimeError(f"the agent published {sum(pages)} of {n} frames")
+
+
+def _gpu_figures(predictor, frames, conditions, batch: int, repeats: int) -> dict:
+    """Front end, network and end to end on the CUDA device (where the code allows)."""
+    import torch
+
+    device = torch.device("cuda")
+    n = len(frames)
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
+    model = predictor.model.to(device)
+    try:
+        pre = predictor.preprocessor(conditions)
+        cpu_inputs = [pre(frames[s]) for s in _batches(n, batch)]
+        inputs = [(x.crops.to(device), x.side.to(device)) for x in cpu_inputs]
+
+        def network() -> None:
+            with torch.no_grad():
+                for crops, side in inputs:
+                    model(crops, side)
+            torch.cuda.synchronize()
+
+        network()  # warm-up
+        out["network"] = _rate(n, _best_of(repeats, network))
+        try:
+            gpu_frames = torch.as_tensor(frames).to(device)
+            pre(gpu_frames[:8])
+
+            def front_end() -> None:
+                for s in _batches(n, batch):
+                    pre(gpu_frames[s])
+                torch.cuda.synchronize()
+
+            out["front_end"] = _rate(n, _best_of(repeats, front_end))
+        except Exception as err:  # the front end keeps its tensors on the CPU
+            out["front_end"] = None
+            out["front_end_error"] = f"{type(err).__name__}: {err}"
+    finally:
+        predictor.model.to("cpu")
+    return out
+
+
+def _accuracy(predictor, doses: tuple[float, ...] | None) -> dict | None:
+    """The held-out accuracy report (``stem_loop.inference.evaluation.report``), if present."""
+    try:
+        evaluation = importlib.import_module("stem_loop.inference.evaluation")
+    except ImportError:
+        return None
+    kwargs = {} if doses is None else {"doses": doses}
+    return evaluation.report(predictor, **kwargs)
+
+
+def run_inference_bench(
+    frames: int = 2048,
+    *,
+    threads: int | None = None,
+    batch: int = 256,
+    repeats: int = 2,
+    gpu: bool = True,
+    accuracy: bool = True,
+    doses: tuple[float, ...] | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Measure inference throughput (and report accuracy); return the figures as a dict.
+
+    Parameters
+    ----------
+    frames : int
+        Frames per measurement.
+    threads : int, optional
+        Torch CPU threads (default: torch's choice, the machine's cores).
+    batch : int
+        Frames per batch (read, front end, network).
+    repeats : int
+        Each figure is the best of this many runs.
+    gpu : bool
+        Also measure on a CUDA device if one is available.
+    accuracy : bool
+        Append the held-out accuracy report (``stem_loop.inference.evaluation.report``).
+    doses : tuple of float, optional
+        Doses of the accuracy report (default: the report's own).
+    seed : int
+        Seed of the simulated frames.
+    verbose : bool
+        Print the figures.
+
+    Returns
+    -------
+    dict
+        ``cpu`` (frames/s: ``read_hdf5``, ``front_end``, ``network``, ``end_to_end``,
+        ``agent``), ``gpu`` (or None), ``accuracy`` (the report's ``rows``, or None), and the
+        settings and machine load they were measured under.
+    """
+    import torch
+
+    from stem_loop.inference import Predictor
+
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    predictor = Predictor()
+    load_before = os.getloadavg()
+    data, conditions = simulate_frames(frames, seed)
+    with tempfile.TemporaryDirectory(prefix="stem-loop-bench-") as tmp:
+        path = write_frames(Path(tmp) / "frames.h5", data)
+        cpu = _cpu_figures(predictor, data, conditions, path, batch, repeats)
+    cuda = torch.cuda.is_available() and gpu
+    gpu_figures = _gpu_figures(predictor, data, conditions, batch, repeats) if cuda else None
+    result: dict[str, Any] = {
+        "frames": frames,
+        "frame_shape": list(data.shape[1:]),
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())],
+        "cpu": cpu,
+        "gpu": gpu_figures,
+        "accuracy": None,
+    }
+    if verbose:
+        print(_text(result), flush=True)
+    if accuracy:
+        report = _accuracy(predictor, doses)
+        if report is not None:
+            result["accuracy"] = report["rows"]
+            if verbose:
+                print(report["text"], flush=True)
+        elif verbose:
+            print("accuracy: stem_loop.inference.evaluation is not available", flush=True)
+    return result
+
+
+def _text(result: dict[str, Any]) -> str:
+    load = result["load_average"]
+    lines = [
+        f"inference throughput, {result['frames']} frames of "
+        f"{result['frame_shape'][0]}x{result['frame_shape'][1]}, batch {result['batch']}, "
+        f"{result['threads']} torch threads on {result['cpu_count']} cores "
+        f"(load average {load[0]:.1f} before, {load[3]:.1f} after)",
+    ]
+    names = {
+        "read_hdf5": "read HDF5 only",
+        "front_end": "front end alone",
+        "network": "network alone",
+        "end_to_end": "end to end (read + front end + network)",
+        "agent": "inference agent (documents in, event pages out)",
+    }
+    for key, label in names.items():
+        lines.append(f"  CPU  {label:<50}{result['cpu'][key]:>10.0f} frames/s")
+    gpu = result["gpu"]
+    if gpu:
+        for key in ("front_end", "network"):
+            value = gpu.get(key)
+            shown = f"{value:>10.0f} frames/s" if value else f"  n/a ({gpu.get(key + '_error')})"
+            lines.append(f"  GPU  {names[key]:<50}{shown}")
+        lines.append(f"  GPU: {gpu['device']}")
+    else:
+        lines.append("  GPU: no CUDA device")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry (``stem-loop bench inference``)."""
+    parser = argparse.ArgumentParser(
+        prog="stem-loop bench inference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--frames", type=int, default=2048, help="frames per measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--batch", type=int, default=256, help="frames per batch")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA device")
+    parser.add_argument(
+        "--no-accuracy", action="store_true", help="skip the held-out accuracy report"
+    )
+    parser.add_argument(
+        "--doses", type=str, default=None, help="comma-separated doses of the accuracy report"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    args = parser.parse_args(argv)
+    for name in ("frames", "batch", "repeats", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1")
+    doses = None
+    if args.doses:
+        try:
+            doses = tuple(float(d) for d in args.doses.split(","))
+        except ValueError:
+            parser.error(f"--doses must be comma-separated numbers, got {args.doses!r}")
+    result = run_inference_bench(
+        args.frames,
+        threads=args.threads,
+        batch=args.batch,
+        repeats=args.repeats,
+        gpu=not args.no_gpu,
+        accuracy=not args.no_accuracy,
+        doses=doses,
+        seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(result, default=float), flush=True)
+
+
+if __name__ == "__main__":
+    main()
