@@ -1,0 +1,107 @@
+"""``stem-loop train``: regenerate the training data and retrain the descriptor network.
+
+Every stage resumes where it stopped: beam libraries are cached, training shards are files,
+training checkpoints after each epoch, and held-out runs are kept one file per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from ._common import CommandError, add_json_option, emit
+
+
+def _default_dir() -> Path:
+    from sim_devices.cbed_library import cache_dir
+
+    return cache_dir() / "training"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="regenerate training data and retrain the descriptor network",
+        description="Build the beam libraries (abTEM), generate fast-model training frames, "
+        "train the network (resumable), evaluate it on the exact held-out set and, with "
+        "--install, replace the shipped weights. Re-running resumes every stage.",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="work directory (default: $STEM_LOOP_CACHE/training)"
+    )
+    parser.add_argument("--shards", type=int, default=24, help="training shards (default: 24)")
+    parser.add_argument(
+        "--frames-per-shard", type=int, default=2048, help="frames per shard (default: 2048)"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help="also recompute the exact held-out set (about 12 abTEM runs; slow)",
+    )
+    parser.add_argument(
+        "--install", action="store_true", help="copy the trained weights into the package"
+    )
+    parser.add_argument(
+        "--no-eval", action="store_true", help="skip the evaluation on the held-out set"
+    )
+    add_json_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stages and print a summary."""
+    from stem_loop.inference.dataset import generate_shards
+    from stem_loop.inference.heldout import SHIPPED_HELDOUT, build_heldout
+    from stem_loop.inference.predictor import SHIPPED_WEIGHTS, Predictor
+    from stem_loop.inference.training import META_FILE, WEIGHTS_FILE, TrainingSettings, train
+
+    if args.shards < 1 or args.frames_per_shard < 256 or args.epochs < 1:
+        raise CommandError("--shards and --epochs must be >= 1, --frames-per-shard >= 256")
+    work = args.dir or _default_dir()
+    start = time.perf_counter()
+    timings = {}
+    print(f"training data in {work / 'shards'}", flush=True)
+    shards = generate_shards(
+        work / "shards",
+        args.shards,
+        frames_per_shard=args.frames_per_shard,
+        seed=args.seed,
+        progress=True,
+    )
+    timings["data_s"] = time.perf_counter() - start
+    model_dir = work / "model"
+    meta = train(
+        shards, model_dir, TrainingSettings(epochs=args.epochs, seed=args.seed), progress=True
+    )
+    timings["train_s"] = time.perf_counter() - start - timings["data_s"]
+    heldout_path = SHIPPED_HELDOUT
+    if args.heldout:
+        heldout_path = build_heldout(work / "heldout_exact.npz", progress=True)
+    result = dict(
+        model_dir=str(model_dir),
+        frames=meta["training"]["frames"],
+        validation_rms=meta["validation_rms"],
+        **timings,
+    )
+    text = f"trained on {result['frames']} frames; model in {model_dir}"
+    if not args.no_eval and heldout_path.exists():
+        from stem_loop.inference.evaluation import load_heldout, report
+
+        rep = report(Predictor(model_dir), heldout=load_heldout(heldout_path))
+        result["heldout"] = rep["summary"]
+        text += "\n" + rep["text"]
+    if args.install:
+        SHIPPED_WEIGHTS.mkdir(parents=True, exist_ok=True)
+        for name in (WEIGHTS_FILE, META_FILE):
+            shutil.copy2(model_dir / name, SHIPPED_WEIGHTS / name)
+        if args.heldout:
+            shutil.copy2(heldout_path, SHIPPED_HELDOUT)
+        text += f"\ninstalled into {SHIPPED_WEIGHTS}"
+    result["wall_s"] = time.perf_counter() - start
+    emit(result, text, as_json=args.json)
+    return 0

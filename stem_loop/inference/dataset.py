@@ -1,0 +1,160 @@
+"""Training data: fast-model frames (validated against exact multislice) over the training ranges.
+
+Frames are made in blocks that share one material, voltage, convergence angle and detector
+(calibration error and centre shift); inside a block every frame has its own strain, thickness,
+tilt and dose. Each block is registered by the physics front end at once and stored as network
+inputs (float16 disk stacks, side features) with the true descriptors, in shards of a few
+thousand frames, so generation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sim_devices.cbed_fast import FastCBED
+from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
+from sim_devices.optics import Detector
+
+from .conditions import (
+    CONVERGENCE_RANGE_MRAD,
+    MATERIALS,
+    TRAINING_VOLTAGES_KV,
+    BeamConditions,
+    max_convergence_mrad,
+    standard_mrad_per_pixel,
+)
+from .preprocess import Preprocessor
+
+
+@dataclass(frozen=True)
+class TrainingRanges:
+    """What the training data spans (the model card quotes these)."""
+
+    strain: float = 0.02
+    thickness_nm: tuple[float, float] = (10.0, 80.0)
+    tilt_mrad: float = 3.0
+    dose: tuple[float, float] = (1e3, 1e5)
+    centre_shift_px: float = 2.0
+    camera_length_error: float = 0.02
+    miscalibrated_fraction: float = 0.5
+
+
+def _libraries(
+    materials: tuple[tuple[str, str], ...], voltages: tuple[float, ...]
+) -> dict[tuple[str, str, float], BeamLibrary]:
+    return {
+        (m, z, v): load_or_build(LibrarySpec(material=m, zone_axis=z, voltage_kv=v))
+        for m, z in materials
+        for v in voltages
+    }
+
+
+def generate_block(
+    rng: np.random.Generator,
+    libraries: dict[tuple[str, str, float], BeamLibrary],
+    frames: int,
+    ranges: TrainingRanges,
+) -> dict[str, np.ndarray]:
+    """One block of network inputs and targets (see the module docstring)."""
+    material, zone_axis, voltage = list(libraries)[rng.integers(len(libraries))]
+    alpha = rng.uniform(
+        CONVERGENCE_RANGE_MRAD[0], max_convergence_mrad(material, zone_axis, voltage)
+    )
+    nominal = standard_mrad_per_pixel(voltage)
+    error = 0.0
+    if rng.random() < ranges.miscalibrated_fraction:
+        error = rng.uniform(-ranges.camera_length_error, ranges.camera_length_error)
+    shift = tuple(rng.uniform(-ranges.centre_shift_px, ranges.centre_shift_px, 2))
+    conditions = BeamConditions(material, zone_axis, voltage, float(alpha), nominal)
+    detector = Detector(mrad_per_pixel=nominal * (1 + error), center_offset_px=shift)
+    fast = FastCBED(libraries[(material, zone_axis, voltage)], conditions.beam, detector)
+
+    strain = rng.uniform(-ranges.strain, ranges.strain, (frames, 3))
+    tilt = rng.uniform(-ranges.tilt_mrad, ranges.tilt_mrad, (frames, 2))
+    too_far = np.hypot(*tilt.T) > fast.k_margin
+    while too_far.any():  # the library covers |tilt| <= k_margin for this aperture
+        tilt[too_far] = rng.uniform(-ranges.tilt_mrad, ranges.tilt_mrad, (too_far.sum(), 2))
+        too_far = np.hypot(*tilt.T) > fast.k_margin
+    thickness = rng.uniform(*ranges.thickness_nm, frames)
+    dose = 10 ** rng.uniform(*np.log10(ranges.dose), frames)
+    patterns = fast.patterns(
+        dict(
+            exx=strain[:, 0],
+            eyy=strain[:, 1],
+            exy=strain[:, 2],
+            thickness_nm=thickness,
+            tilt_x_mrad=tilt[:, 0],
+            tilt_y_mrad=tilt[:, 1],
+        )
+    )
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+    rate = torch.as_tensor(patterns) * torch.as_tensor(dose, dtype=torch.float32)[:, None, None]
+    counts = torch.poisson(rate, generator=generator).clamp_(max=65535.0)
+    inputs = Preprocessor(conditions)(counts)
+    return dict(
+        crops=inputs.crops.numpy().astype(np.float16),
+        side=inputs.side.numpy(),
+        lattice_strain=inputs.fit.strain.numpy(),
+        residual_px=inputs.fit.residual_px.numpy(),
+        peak=inputs.fit.peak.numpy(),
+        descriptors=np.column_stack([strain, thickness, tilt]).astype(np.float32),
+        dose=dose.astype(np.float32),
+        material=np.full(frames, conditions.material_index(), dtype=np.int8),
+        voltage_kv=np.full(frames, voltage, dtype=np.float32),
+        convergence_mrad=np.full(frames, alpha, dtype=np.float32),
+        camera_length_error=np.full(frames, error, dtype=np.float32),
+    )
+
+
+def generate_shards(
+    out: str | Path,
+    shards: int,
+    *,
+    frames_per_shard: int = 2048,
+    block: int = 256,
+    seed: int = 0,
+    ranges: TrainingRanges | None = None,
+    materials: tuple[tuple[str, str], ...] = MATERIALS,
+    voltages: tuple[float, ...] = TRAINING_VOLTAGES_KV,
+    progress: bool = False,
+) -> list[Path]:
+    """Write ``shards`` shard files into ``out`` (existing ones are kept: generation resumes).
+
+    Shard ``i`` is seeded with ``(seed, i)``, so a resumed or partial run makes the same data.
+    ``materials`` and ``voltages`` select the beam libraries (each is built once, minutes).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ranges = ranges or TrainingRanges()
+    (out / "ranges.json").write_text(json.dumps(asdict(ranges), indent=1))
+    paths = [out / f"shard{i:04d}.npz" for i in range(shards)]
+    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    if not todo:
+        return paths
+    libraries = _libraries(materials, voltages)
+    for i in todo:
+        start = time.perf_counter()
+        rng = np.random.default_rng([seed, i])
+        blocks = [
+            generate_block(rng, libraries, block, ranges) for _ in range(frames_per_shard // block)
+        ]
+        data = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+        tmp = paths[i].with_suffix(".tmp.npz")
+        np.savez(tmp, **data)
+        tmp.rename(paths[i])
+        if progress:
+            rate = frames_per_shard / (time.perf_counter() - start)
+            print(f"  shard {i + 1}/{shards}: {rate:.0f} frames/s", flush=True)
+    return paths
+
+
+def load_shards(paths: list[Path]) -> dict[str, np.ndarray]:
+    """Concatenate shards into one dict of arrays."""
+    parts = [dict(np.load(p)) for p in paths]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

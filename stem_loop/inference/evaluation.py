@@ -1,0 +1,199 @@
+"""Accuracy of a predictor on the held-out exact-physics set, beside the shot-noise limit.
+
+The shot-noise limit is the Cramer-Rao bound of the strain for Poisson counts when everything
+but the disk positions is known: Fisher information ``sum_pixels (d mu/d e_i)(d mu/d e_j) / mu``
+of the fast model's pattern ``mu`` (which moves the disks with strain and keeps their
+contents), by central differences. No unbiased estimator of disk positions does better.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sim_devices.cbed_fast import FastCBED
+from sim_devices.optics import Detector
+from sim_devices.sample import DESCRIPTOR_NAMES
+
+from .conditions import BeamConditions
+from .heldout import SHIPPED_HELDOUT, STORED_DOSE
+from .predictor import Predictor
+
+#: Doses of the dose sweep (electrons per frame).
+DOSES = (1e3, 1e4, 1e5)
+
+
+def load_heldout(path: str | Path = SHIPPED_HELDOUT) -> dict:
+    """The held-out set: ``counts`` (expected, at 1e5), descriptors, and per-run metadata."""
+    with np.load(path, allow_pickle=False) as data:
+        out = {k: data[k] for k in data.files if k != "meta"}
+        out["meta"] = json.loads(str(data["meta"]))
+    return out
+
+
+def _run_conditions(meta: dict) -> list[tuple[BeamConditions, tuple[float, float]]]:
+    return [
+        (BeamConditions(**run["conditions"]), tuple(run["center_offset_px"]))
+        for run in meta["runs"]
+    ]
+
+
+def predict_heldout(
+    predictor: Predictor, heldout: dict, dose: float, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Predictions for every held-out pattern with Poisson counts at ``dose``."""
+    rng = np.random.default_rng(seed)
+    n = len(heldout["run_index"])
+    values = {k: np.empty(n) for k in DESCRIPTOR_NAMES}
+    stds = {k: np.empty(n) for k in DESCRIPTOR_NAMES}
+    ood = np.zeros(n, dtype=bool)
+    for run, (conditions, _) in enumerate(_run_conditions(heldout["meta"])):
+        rows = np.flatnonzero(heldout["run_index"] == run)
+        rate = heldout["counts"][rows].astype(np.float64) * (dose / STORED_DOSE)
+        counts = np.minimum(rng.poisson(rate), 65535).astype(np.uint16)
+        p = predictor.predict(counts, conditions)
+        for k in DESCRIPTOR_NAMES:
+            values[k][rows] = p.values[k]
+            stds[k][rows] = p.std[k]
+        ood[rows] = p.ood
+    return dict(values=values, std=stds, ood=ood)
+
+
+def strain_crlb(heldout: dict, dose: float = STORED_DOSE) -> np.ndarray:
+    """Cramer-Rao bound (1 sigma) of ``exx, eyy, exy`` for every held-out pattern, ``(N, 3)``."""
+    n = len(heldout["run_index"])
+    out = np.full((n, 3), np.nan)
+    step = 1e-4
+    for run, (conditions, offset) in enumerate(_run_conditions(heldout["meta"])):
+        rows = np.flatnonzero(heldout["run_index"] == run)
+        detector = Detector(
+            pixels=conditions.pixels,
+            mrad_per_pixel=conditions.mrad_per_pixel,
+            center_offset_px=offset,
+        )
+        fast = FastCBED.for_conditions(
+            conditions.material, conditions.zone_axis, conditions.beam, detector
+        )
+        base = {k: heldout[k][rows].astype(np.float64) for k in DESCRIPTOR_NAMES}
+        mu = fast.patterns(base).astype(np.float64) * dose
+        grads = []
+        for name in ("exx", "eyy", "exy"):
+            plus, minus = dict(base), dict(base)
+            plus[name] = base[name] + step
+            minus[name] = base[name] - step
+            diff = fast.patterns(plus).astype(np.float64) - fast.patterns(minus)
+            grads.append(diff * dose / (2 * step))
+        g = np.stack(grads, 1).reshape(len(rows), 3, -1)  # (R, 3, pixels)
+        inv_mu = np.where(mu > 1e-9, 1.0 / np.maximum(mu, 1e-9), 0.0).reshape(len(rows), 1, -1)
+        fisher = np.einsum("rip,rjp->rij", g * inv_mu, g)
+        out[rows] = np.sqrt(np.diagonal(np.linalg.inv(fisher), axis1=1, axis2=2))
+    return out
+
+
+def report(
+    predictor: Predictor | None = None,
+    doses: tuple[float, ...] = DOSES,
+    heldout: dict | None = None,
+    seed: int = 0,
+) -> dict:
+    """Accuracy per material and beam condition at 1e5 e/frame, and strain error vs dose.
+
+    Returns
+    -------
+    dict
+        ``rows`` (per condition), ``dose_rows`` (strain error and shot-noise bound per dose),
+        ``summary`` (overall rms errors and 1-sigma coverage at the highest dose) and ``text``
+        (printable tables).
+    """
+    predictor = predictor or Predictor()
+    heldout = heldout if heldout is not None else load_heldout()
+    truth = {k: heldout[k].astype(np.float64) for k in DESCRIPTOR_NAMES}
+    conditions = _run_conditions(heldout["meta"])
+    group = [(c.material, c.voltage_kv) for c, _ in conditions]
+    run_group = np.array([f"{m} {v:g} kV" for m, v in group])[heldout["run_index"]]
+    top = max(doses)
+    results = {dose: predict_heldout(predictor, heldout, dose, seed) for dose in doses}
+    crlb_top = strain_crlb(heldout, top)
+
+    def _rms(res: dict, rows: np.ndarray, name: str) -> float:
+        err = res["values"][name][rows] - truth[name][rows]
+        return float(np.sqrt(np.nanmean(err**2))) if np.isfinite(err).any() else float("nan")
+
+    rows_out = []
+    res = results[top]
+    for label in dict.fromkeys(run_group):
+        rows = np.flatnonzero(run_group == label)
+        alphas = sorted(
+            {
+                c.convergence_mrad
+                for c, _ in conditions
+                if f"{c.material} {c.voltage_kv:g} kV" == label
+            }
+        )
+        rows_out.append(
+            dict(
+                condition=label,
+                convergence_mrad=alphas,
+                frames=int(len(rows)),
+                ood=int(res["ood"][rows].sum()),
+                **{f"{k}_rms": _rms(res, rows, k) for k in DESCRIPTOR_NAMES},
+            )
+        )
+    everything = np.arange(len(run_group))
+    z = {k: np.abs(res["values"][k] - truth[k]) / res["std"][k] for k in DESCRIPTOR_NAMES}
+    coverage = {k: float(np.nanmean(z[k] <= 1.0)) for k in DESCRIPTOR_NAMES}
+    summary = dict(
+        dose=top,
+        frames=int(len(everything)),
+        ood=int(res["ood"].sum()),
+        **{f"{k}_rms": _rms(res, everything, k) for k in DESCRIPTOR_NAMES},
+        **{f"{k}_coverage_1sigma": coverage[k] for k in DESCRIPTOR_NAMES},
+    )
+    dose_rows = []
+    for dose in doses:
+        strain_rms = [_rms(results[dose], everything, k) for k in ("exx", "eyy", "exy")]
+        bound = np.sqrt(np.nanmean(crlb_top**2, axis=0)) * np.sqrt(top / dose)
+        dose_rows.append(
+            dict(
+                dose=dose,
+                strain_rms_percent=[100 * v for v in strain_rms],
+                shot_noise_limit_percent=[100 * float(v) for v in bound],
+            )
+        )
+    return dict(
+        rows=rows_out,
+        dose_rows=dose_rows,
+        summary=summary,
+        text=_text(rows_out, dose_rows, summary),
+    )
+
+
+def _text(rows: list[dict], dose_rows: list[dict], summary: dict) -> str:
+    lines = [
+        f"held-out exact patterns at {summary['dose']:.0e} e/frame: rms error per condition",
+        f"{'condition':<16}{'frames':>7}{'ood':>5}{'exx %':>8}{'eyy %':>8}{'exy %':>8}"
+        f"{'t nm':>7}{'tx mrad':>9}{'ty mrad':>9}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['condition']:<16}{r['frames']:>7}{r['ood']:>5}{100 * r['exx_rms']:>8.3f}"
+            f"{100 * r['eyy_rms']:>8.3f}{100 * r['exy_rms']:>8.3f}{r['thickness_nm_rms']:>7.2f}"
+            f"{r['tilt_x_mrad_rms']:>9.3f}{r['tilt_y_mrad_rms']:>9.3f}"
+        )
+    s = summary
+    lines.append(
+        f"{'all':<16}{s['frames']:>7}{s['ood']:>5}{100 * s['exx_rms']:>8.3f}"
+        f"{100 * s['eyy_rms']:>8.3f}{100 * s['exy_rms']:>8.3f}{s['thickness_nm_rms']:>7.2f}"
+        f"{s['tilt_x_mrad_rms']:>9.3f}{s['tilt_y_mrad_rms']:>9.3f}"
+    )
+    cover = ", ".join(f"{k} {100 * s[f'{k}_coverage_1sigma']:.0f}%" for k in DESCRIPTOR_NAMES)
+    lines.append(f"predicted 1-sigma covers: {cover}")
+    lines.append("")
+    lines.append("strain rms error vs dose (exx, eyy, exy in %) and the shot-noise limit")
+    for r in dose_rows:
+        err = " ".join(f"{v:.3f}" for v in r["strain_rms_percent"])
+        lim = " ".join(f"{v:.4f}" for v in r["shot_noise_limit_percent"])
+        lines.append(f"  {r['dose']:>8.0e} e/frame: network {err}   limit {lim}")
+    return "\n".join(lines)

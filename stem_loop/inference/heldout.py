@@ -1,0 +1,139 @@
+"""The held-out test set: exact (abTEM multislice) patterns only, never seen in training.
+
+One multislice run per random crystal gives a thickness series (exit planes), so each run
+contributes eight patterns (10-80 nm). Patterns are stored noise-free, as expected counts at
+10^5 electrons per frame (float16); evaluation draws Poisson counts at any dose from them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim_devices.cbed_exact import ExactCBED, MultisliceSettings
+from sim_devices.optics import Detector
+from sim_devices.sample import DESCRIPTOR_NAMES
+
+from .conditions import (
+    CONVERGENCE_RANGE_MRAD,
+    MATERIALS,
+    TRAINING_VOLTAGES_KV,
+    BeamConditions,
+    max_convergence_mrad,
+    standard_mrad_per_pixel,
+)
+
+#: Thicknesses of every held-out series (exit planes of one run).
+HELDOUT_THICKNESSES_NM = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)
+#: Counts scale of the stored patterns.
+STORED_DOSE = 1e5
+#: Shipped held-out set.
+SHIPPED_HELDOUT = Path(__file__).parent / "data" / "heldout_exact.npz"
+
+
+@dataclass(frozen=True)
+class HeldoutRun:
+    """One exact multislice run of the held-out set."""
+
+    conditions: BeamConditions
+    strain: tuple[float, float, float]
+    tilt_mrad: tuple[float, float]
+    center_offset_px: tuple[float, float]
+
+
+def plan_heldout(runs_per_condition: int = 2, seed: int = 20261124) -> list[HeldoutRun]:
+    """Random crystals for every material and training voltage (seeded)."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for material, zone_axis in MATERIALS:
+        for voltage in TRAINING_VOLTAGES_KV:
+            top = max_convergence_mrad(material, zone_axis, voltage)
+            for _ in range(runs_per_condition):
+                conditions = BeamConditions(
+                    material,
+                    zone_axis,
+                    voltage,
+                    round(float(rng.uniform(CONVERGENCE_RANGE_MRAD[0], top)), 2),
+                    standard_mrad_per_pixel(voltage),
+                )
+                strain = tuple(float(v) for v in rng.uniform(-0.02, 0.02, 3))
+                tilt = rng.uniform(-3.0, 3.0, 2)
+                while np.hypot(*tilt) > 3.0:
+                    tilt = rng.uniform(-3.0, 3.0, 2)
+                offset = tuple(float(v) for v in rng.uniform(-2.0, 2.0, 2))
+                runs.append(HeldoutRun(conditions, strain, tuple(map(float, tilt)), offset))
+    return runs
+
+
+def compute_run(run: HeldoutRun, settings: MultisliceSettings) -> np.ndarray:
+    """Noise-free expected counts ``(8, rows, cols)`` of one run at :data:`STORED_DOSE`."""
+    c = run.conditions
+    detector = Detector(
+        pixels=c.pixels, mrad_per_pixel=c.mrad_per_pixel, center_offset_px=run.center_offset_px
+    )
+    exact = ExactCBED(c.material, c.zone_axis, c.beam, detector, settings)
+    return exact.thickness_series(run.strain, run.tilt_mrad, HELDOUT_THICKNESSES_NM) * STORED_DOSE
+
+
+def build_heldout(
+    path: str | Path,
+    runs: list[HeldoutRun] | None = None,
+    *,
+    settings: MultisliceSettings | None = None,
+    progress: bool = False,
+) -> Path:
+    """Compute the held-out set into ``path`` (resumable: finished runs are kept beside it)."""
+    path = Path(path)
+    runs = plan_heldout() if runs is None else runs
+    settings = settings or MultisliceSettings(box_nm=8.0)
+    parts = path.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(runs):
+        part = parts / f"run{i:03d}.npy"
+        if part.exists():
+            continue
+        start = time.perf_counter()
+        np.save(part.with_suffix(".tmp.npy"), compute_run(run, settings).astype(np.float16))
+        part.with_suffix(".tmp.npy").rename(part)
+        if progress:
+            print(f"  held-out run {i + 1}/{len(runs)}: {time.perf_counter() - start:.0f} s")
+    counts = np.concatenate([np.load(parts / f"run{i:03d}.npy") for i in range(len(runs))])
+    n_t = len(HELDOUT_THICKNESSES_NM)
+    table = {name: [] for name in DESCRIPTOR_NAMES}
+    for run in runs:
+        values = dict(
+            exx=run.strain[0],
+            eyy=run.strain[1],
+            exy=run.strain[2],
+            tilt_x_mrad=run.tilt_mrad[0],
+            tilt_y_mrad=run.tilt_mrad[1],
+        )
+        for name in DESCRIPTOR_NAMES:
+            if name == "thickness_nm":
+                table[name].extend(HELDOUT_THICKNESSES_NM)
+            else:
+                table[name].extend([values[name]] * n_t)
+    meta = dict(
+        runs=[
+            dict(
+                conditions=r.conditions.as_dict(),
+                **{k: v for k, v in asdict(r).items() if k != "conditions"},
+            )
+            for r in runs
+        ],
+        thicknesses_nm=list(HELDOUT_THICKNESSES_NM),
+        stored_dose=STORED_DOSE,
+        settings=asdict(settings),
+    )
+    np.savez_compressed(
+        path,
+        counts=counts,
+        run_index=np.repeat(np.arange(len(runs)), n_t),
+        meta=np.array(json.dumps(meta)),
+        **{name: np.asarray(v, dtype=np.float32) for name, v in table.items()},
+    )
+    return path

@@ -1,0 +1,108 @@
+"""The trained part of the model: registered disks + lattice features -> descriptors with sigma.
+
+Input: the disks resampled around the fitted lattice (:mod:`~stem_loop.inference.lattice`),
+one channel per disk (up to :data:`MAX_DISKS`, zero-padded), and a vector of side features (the
+beam conditions, the lattice's own strain estimate, fit quality, dose). Output: for each
+descriptor a mean and a log-variance (heteroscedastic Gaussian). Strain is predicted as a
+correction to the lattice estimate, which removes the registration's content bias.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sim_devices.sample import DESCRIPTOR_NAMES
+
+from .lattice import CROP_PX
+
+#: Disk channels of the network input.
+MAX_DISKS = 13
+#: Side features: 5 conditions, 3 lattice strain, residual, peak, log dose, 2 origin offset.
+N_SIDE = 13
+#: Descriptor order of the outputs (the contract's names).
+OUTPUTS: tuple[str, ...] = tuple(DESCRIPTOR_NAMES)
+#: Output units: strain corrections in 0.5 %, thickness about 45 nm in 35 nm, tilt in 3 mrad.
+STRAIN_UNIT = 0.005
+THICKNESS_CENTRE_NM, THICKNESS_UNIT_NM = 45.0, 35.0
+TILT_UNIT_MRAD = 3.0
+_LOG_VAR_RANGE = (-14.0, 6.0)
+
+
+class DescriptorNet(nn.Module):
+    """Small CNN over the disk stack with a side-feature MLP and a Gaussian head.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first convolution (doubled twice).
+    hidden : int
+        Width of the fully connected head.
+    """
+
+    def __init__(self, width: int = 32, hidden: int = 192) -> None:
+        super().__init__()
+        self.config = {"width": width, "hidden": hidden}
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(MAX_DISKS, w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+        flat = 2 * w * (CROP_PX // 8) ** 2
+        self.head = nn.Sequential(
+            nn.Linear(flat + N_SIDE, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 2 * len(OUTPUTS)),
+        )
+
+    def forward(self, crops: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised means and log-variances, each ``(N, 6)``."""
+        out = self.head(torch.cat([self.features(crops), side], dim=1))
+        mean, log_var = out.chunk(2, dim=1)
+        return mean, log_var.clamp(*_LOG_VAR_RANGE)
+
+
+def to_normalised(descriptors: torch.Tensor, lattice_strain: torch.Tensor) -> torch.Tensor:
+    """Descriptors ``(N, 6)`` in physical units to the network's normalised targets."""
+    out = descriptors.clone()
+    out[:, :3] = (descriptors[:, :3] - lattice_strain) / STRAIN_UNIT
+    out[:, 3] = (descriptors[:, 3] - THICKNESS_CENTRE_NM) / THICKNESS_UNIT_NM
+    out[:, 4:] = descriptors[:, 4:] / TILT_UNIT_MRAD
+    return out
+
+
+def to_physical(
+    mean: torch.Tensor, log_var: torch.Tensor, lattice_strain: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised outputs to descriptors and standard deviations in physical units."""
+    units = torch.tensor(
+        [STRAIN_UNIT] * 3 + [THICKNESS_UNIT_NM, TILT_UNIT_MRAD, TILT_UNIT_MRAD],
+        dtype=mean.dtype,
+    )
+    value = mean * units
+    value[:, :3] += lattice_strain
+    value[:, 3] += THICKNESS_CENTRE_NM
+    return value, (0.5 * log_var).exp() * units
+
+
+def gaussian_nll(
+    mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
+    """beta-NLL (Seitzer et al., ICLR 2022): the Gaussian NLL weighted by ``var**beta``.
+
+    Plain NLL lets hard samples be explained away by a large variance and slows the fit of the
+    mean; ``beta = 0.5`` keeps the mean's gradient alive while the variance stays calibrated.
+    """
+    nll = 0.5 * (log_var + (target - mean).square() * torch.exp(-log_var))
+    if beta:
+        nll = nll * torch.exp(beta * log_var).detach()
+    return nll.mean()

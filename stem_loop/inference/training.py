@@ -1,0 +1,170 @@
+"""Train the descriptor network on generated shards, with checkpoints to resume from.
+
+After training, the predicted standard deviations are calibrated on held-back fast-model frames
+(one scale per descriptor, so that the normalised errors have unit variance) and the
+out-of-distribution thresholds are set from the same frames' lattice-fit statistics. Weights go
+to ``safetensors``; everything else the predictor needs goes to a JSON file beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from .dataset import load_shards
+from .network import OUTPUTS, DescriptorNet, gaussian_nll, to_normalised, to_physical
+
+#: File names of a trained model (weights and metadata).
+WEIGHTS_FILE = "descriptor_net.safetensors"
+META_FILE = "descriptor_net.json"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation settings."""
+
+    epochs: int = 30
+    batch: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    validation_fraction: float = 0.05
+    seed: int = 0
+    width: int = 32
+    hidden: int = 192
+
+
+def _tensors(data: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    crops = torch.as_tensor(data["crops"])  # float16, converted per batch
+    side = torch.as_tensor(data["side"])
+    lattice = torch.as_tensor(data["lattice_strain"])
+    target = to_normalised(torch.as_tensor(data["descriptors"]), lattice)
+    return crops, side, lattice, target
+
+
+def _evaluate(model: DescriptorNet, crops, side, target, batch: int = 1024):
+    model.eval()
+    means, log_vars = [], []
+    with torch.no_grad():
+        for lo in range(0, len(side), batch):
+            m, v = model(crops[lo : lo + batch].float(), side[lo : lo + batch])
+            means.append(m)
+            log_vars.append(v)
+    mean, log_var = torch.cat(means), torch.cat(log_vars)
+    return mean, log_var, float(gaussian_nll(mean, log_var, target, beta=0.0))
+
+
+def train(
+    shard_paths: list[Path],
+    out: str | Path,
+    settings: TrainingSettings | None = None,
+    *,
+    progress: bool = False,
+) -> dict:
+    """Train (or resume training) and write the weights and metadata into ``out``.
+
+    Returns
+    -------
+    dict
+        The metadata written to :data:`META_FILE` (training history included).
+    """
+    settings = settings or TrainingSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    data = load_shards(shard_paths)
+    crops, side, lattice, target = _tensors(data)
+    n = len(side)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
+    n_val = max(1, int(n * settings.validation_fraction))
+    val, trn = order[:n_val], order[n_val:]
+
+    model = DescriptorNet(settings.width, settings.hidden)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    steps = settings.epochs * ((len(trn) + settings.batch - 1) // settings.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=settings.learning_rate, total_steps=steps, pct_start=0.1
+    )
+    checkpoint = out / "checkpoint.pt"
+    history: list[dict] = []
+    first_epoch = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        first_epoch = int(state["epoch"])
+        history = json.loads(state["history"])
+        if progress:
+            print(f"  resuming after epoch {first_epoch}", flush=True)
+
+    for epoch in range(first_epoch, settings.epochs):
+        start = time.perf_counter()
+        model.train()
+        perm = trn[torch.randperm(len(trn), generator=torch.Generator().manual_seed(epoch))]
+        total = 0.0
+        for lo in range(0, len(perm), settings.batch):
+            idx = perm[lo : lo + settings.batch]
+            mean, log_var = model(crops[idx].float(), side[idx])
+            loss = gaussian_nll(mean, log_var, target[idx])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+        _, _, val_nll = _evaluate(model, crops[val], side[val], target[val])
+        history.append(
+            dict(
+                epoch=epoch + 1,
+                train_loss=total / len(perm),
+                val_nll=val_nll,
+                seconds=time.perf_counter() - start,
+            )
+        )
+        torch.save(
+            dict(
+                model=model.state_dict(),
+                optimiser=optimiser.state_dict(),
+                schedule=schedule.state_dict(),
+                epoch=epoch + 1,
+                history=json.dumps(history),
+            ),
+            checkpoint,
+        )
+        if progress:
+            h = history[-1]
+            print(
+                f"  epoch {h['epoch']}/{settings.epochs}: loss {h['train_loss']:.4f}, "
+                f"validation NLL {h['val_nll']:.4f}, {h['seconds']:.0f} s",
+                flush=True,
+            )
+
+    mean, log_var, _ = _evaluate(model, crops[val], side[val], target[val])
+    z2 = ((target[val] - mean).square() * torch.exp(-log_var)).mean(0)
+    sigma_scale = z2.sqrt()  # calibrates the predicted sigma on held-back frames
+    value, _ = to_physical(mean, log_var, lattice[val])
+    truth = torch.as_tensor(data["descriptors"])[val]
+    rms = (value - truth).square().mean(0).sqrt()
+    residual = torch.as_tensor(data["residual_px"])[val]
+    peak = torch.as_tensor(data["peak"])[val]
+    meta = dict(
+        network=model.config,
+        outputs=list(OUTPUTS),
+        sigma_scale=sigma_scale.tolist(),
+        ood=dict(
+            max_residual_px=float(torch.quantile(residual, 0.999)) * 1.5,
+            min_peak=float(torch.quantile(peak, 0.001)) / 1.5,
+        ),
+        validation_rms=dict(zip(OUTPUTS, rms.tolist(), strict=True)),
+        training=dict(settings=asdict(settings), frames=n, history=history),
+    )
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+    (out / META_FILE).write_text(json.dumps(meta, indent=1))
+    return meta

@@ -1,0 +1,82 @@
+"""Training data generation and training (tiny sets; Si [110] at 200 kV only)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stem_loop.inference import Predictor
+from stem_loop.inference.dataset import generate_shards, load_shards
+from stem_loop.inference.network import gaussian_nll, to_normalised, to_physical
+from stem_loop.inference.training import META_FILE, TrainingSettings, train
+
+SI_ONLY = dict(materials=(("Si", "110"),), voltages=(200.0,), frames_per_shard=256, block=128)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return generate_shards(tmp_path_factory.mktemp("shards"), 2, seed=7, **SI_ONLY)
+
+
+def test_shards_hold_inputs_and_truth_in_range(shards):
+    data = load_shards(shards)
+    assert data["crops"].shape == (512, 13, 24, 24) and data["crops"].dtype == np.float16
+    truth = data["descriptors"]
+    assert np.all(np.abs(truth[:, :3]) <= 0.02)
+    assert np.all((truth[:, 3] >= 10) & (truth[:, 3] <= 80))
+    assert np.all((data["dose"] >= 1e3) & (data["dose"] <= 1e5))
+    assert np.any(data["camera_length_error"] != 0) or len(shards) < 2
+    # the lattice estimate carries the shear before any learning (the content bias of the
+    # registration is radial, so it shows in exx and eyy, not in exy)
+    bright = data["dose"] > 1e4
+    shear_error = np.abs(data["lattice_strain"][bright, 2] - truth[bright, 2])
+    assert np.median(shear_error) < 0.003
+
+
+def test_generation_is_seeded_and_resumes(shards, tmp_path):
+    again = generate_shards(tmp_path, 1, seed=7, **SI_ONLY)
+    np.testing.assert_array_equal(np.load(again[0])["side"], np.load(shards[0])["side"])
+    stamp = again[0].stat().st_mtime_ns
+    generate_shards(tmp_path, 1, seed=7, **SI_ONLY)
+    assert again[0].stat().st_mtime_ns == stamp  # kept, not regenerated
+
+
+def test_training_lowers_the_loss_and_resumes(shards, tmp_path):
+    settings = TrainingSettings(epochs=6, batch=32, learning_rate=3e-3, width=8, hidden=32)
+    meta = train(shards, tmp_path, settings)
+    losses = [h["train_loss"] for h in meta["training"]["history"]]
+    assert losses[-1] < losses[0]
+    assert meta["validation_rms"]["thickness_nm"] < 25.0  # the spread of the truth is 20 nm
+    again = train(shards, tmp_path, settings)  # checkpoint at the last epoch: nothing to redo
+    assert len(again["training"]["history"]) == settings.epochs
+    stored = json.loads((tmp_path / META_FILE).read_text())
+    assert stored["network"] == {"width": 8, "hidden": 32}
+    predictor = Predictor(tmp_path)
+    frames = np.zeros((2, 128, 128), dtype=np.uint16)
+    assert predictor.predict(frames, predictor_conditions()).ood.all()
+
+
+def predictor_conditions():
+    from stem_loop.inference import BeamConditions
+
+    return BeamConditions()
+
+
+def test_normalisation_round_trip():
+    truth = torch.tensor([[0.01, -0.02, 0.005, 60.0, 1.5, -2.0]])
+    lattice = torch.tensor([[0.012, -0.018, 0.004]])
+    normalised = to_normalised(truth, lattice)
+    value, std = to_physical(normalised, torch.zeros_like(normalised), lattice)
+    torch.testing.assert_close(value, truth)
+    assert torch.all(std > 0)
+
+
+def test_gaussian_nll_prefers_honest_variance():
+    target = torch.zeros(1000, 1)
+    mean = torch.randn(1000, 1, generator=torch.Generator().manual_seed(0)) * 0.5
+    honest = gaussian_nll(mean, torch.full_like(mean, np.log(0.25)), target, beta=0.0)
+    overconfident = gaussian_nll(mean, torch.full_like(mean, np.log(0.01)), target, beta=0.0)
+    assert honest < overconfident
