@@ -15,8 +15,8 @@ from stem_loop import __version__
 
 from ._common import CommandError
 
-# Modules of stem_loop.cli that define ``register(subparsers)``. Later: run, predict, energy, train.
-COMMANDS: tuple[str, ...] = ("demo", "serve", "bench", "energy", "predict")
+# Modules of stem_loop.cli that define ``register(subparsers)``. Later: run.
+COMMANDS: tuple[str, ...] = ("demo", "serve", "bench", "energy", "train", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
