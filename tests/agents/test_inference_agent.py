@@ -1,0 +1,276 @@
+"""The inference agent adds a ``descriptors`` stream to real scans recorded in Tiled."""
+
+from __future__ import annotations
+
+import bluesky.plan_stubs as bps
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from event_model import DocumentNames, compose_run, schema_validators
+
+import stem_loop.agents.inference as inference_module
+from sim_devices.backends import make_sim_devices
+from stem_loop.agents.inference import (
+    DESCRIPTOR_NAMES,
+    DescriptorBatch,
+    InferenceAgent,
+    conditions_from_start,
+)
+from stem_loop.bench.inference import DATASET, write_frames
+from stem_loop.inference import BeamConditions
+from stem_loop.plans import sparse_scan
+from stem_loop.storage import make_writer
+
+FIELDS = [*DESCRIPTOR_NAMES, *(f"{n}_std" for n in DESCRIPTOR_NAMES)]
+
+
+class Collector:
+    """Every (name, doc) the agent forwarded, in order."""
+
+    def __init__(self) -> None:
+        self.docs: list[tuple[str, dict]] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.docs.append((name, doc))
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.docs]
+
+    def of(self, name: str) -> list[dict]:
+        return [d for n, d in self.docs if n == name]
+
+
+def _positions(microscope, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    width, height = microscope.field_of_view_nm
+    return rng.uniform(1, width - 1, n), rng.uniform(1, height - 1, n)
+
+
+def _scan(tiled_catalog, microscope, agent, n, *, mode="batch", seed=0, dwell_s=0.0):
+    """Record ``n`` frames through RE -> agent -> (Tiled writer, collector)."""
+    collector = Collector()
+    agent.forward_to(make_writer(tiled_catalog)).forward_to(collector)
+    engine = RunEngine({})
+    engine.subscribe(agent)
+    scan_gen, det = make_sim_devices(microscope, tiled_catalog.hdf5_dir, chunk_frames=8)
+    if dwell_s:
+        engine(bps.mv(scan_gen.dwell_s, dwell_s))
+    x, y = _positions(microscope, n, seed)
+    (uid,) = engine(sparse_scan([det], scan_gen, x, y, mode=mode))
+    return tiled_catalog.client[uid], collector, (x, y)
+
+
+def _validate(collector: Collector) -> None:
+    for name, doc in collector.docs:
+        schema_validators[DocumentNames(name)].validate(doc)
+
+
+@pytest.mark.parametrize(("mode", "n"), [("batch", 24), ("step", 5)])
+def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
+    tiled_catalog, microscope, predictor, conditions, mode, n
+):
+    batches: list[DescriptorBatch] = []
+    agent = InferenceAgent(
+        predictor, conditions, batch_size=8, max_latency_s=0.05, listeners=[batches.append]
+    )
+    run, collector, (x, y) = _scan(tiled_catalog, microscope, agent, n, mode=mode)
+
+    assert set(run) == {"primary", "descriptors"}
+    frames = np.asarray(run["primary"]["det-image"].read())
+    assert frames.shape == (n, 128, 128)
+    expected = predictor.predict(frames, conditions)
+    stream = run["descriptors"].read()
+    for name in DESCRIPTOR_NAMES:
+        np.testing.assert_allclose(stream[name], expected.values[name], rtol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(
+            stream[f"{name}_std"], expected.std[name], rtol=1e-5, equal_nan=True
+        )
+    np.testing.assert_array_equal(stream["ood"], expected.ood)
+    assert list(stream["reason"].values) == expected.reason
+    np.testing.assert_array_equal(stream["frame_seq_num"], np.arange(1, n + 1))
+    np.testing.assert_allclose(stream["x_nm"], x)
+    np.testing.assert_allclose(stream["y_nm"], y)
+    assert run.metadata["stop"]["num_events"] == {"primary": n, "descriptors": n}
+    configuration = run["descriptors"].metadata["configuration"]["inference"]["data"]
+    assert configuration["inference-material"] == conditions.material
+
+    # Documents: valid, tied to the run, the agent's pages before the stop.
+    _validate(collector)
+    start = collector.of("start")[0]
+    (descriptor,) = [d for d in collector.of("descriptor") if d["name"] == "descriptors"]
+    assert descriptor["run_start"] == start["uid"]
+    assert collector.names()[-1] == "stop"
+    pages = collector.of("event_page")
+    assert all(p["descriptor"] == descriptor["uid"] for p in pages)
+    assert sum(len(p["seq_num"]) for p in pages) == n
+    # Listeners get the same numbers.
+    assert sum(len(b) for b in batches) == n
+    np.testing.assert_allclose(
+        np.concatenate([b.values["exx"] for b in batches]), stream["exx"], equal_nan=True
+    )
+
+
+def test_descriptors_arrive_while_the_scan_runs(tiled_catalog, microscope, predictor, conditions):
+    agent = InferenceAgent(predictor, conditions, batch_size=1000, max_latency_s=0.05)
+    run, collector, _ = _scan(tiled_catalog, microscope, agent, 32, dwell_s=0.03)
+    names = collector.names()
+    first_page = names.index("event_page")
+    last_datum = len(names) - 1 - names[::-1].index("stream_datum")
+    # The latency bound, not the stop, released the first page: frames were still arriving.
+    assert first_page < last_datum
+    assert len(run["descriptors"].read()["exx"]) == 32
+
+
+class FailingPredictor:
+    def predict(self, frames, conditions):
+        raise RuntimeError("GPU on fire")
+
+
+def _missing_file(monkeypatch) -> None:
+    real = inference_module._uri_to_path
+    monkeypatch.setattr(
+        inference_module, "_uri_to_path", lambda uri: real(uri).with_name("gone.h5")
+    )
+
+
+def _raising_downstream(name: str, doc: dict) -> None:
+    raise ValueError("downstream bug")
+
+
+@pytest.mark.parametrize("fault", ["predictor raises", "file missing", "downstream raises"])
+def test_faults_lose_no_acquired_data(
+    tiled_catalog, microscope, predictor, conditions, monkeypatch, fault
+):
+    n = 12
+    agent = InferenceAgent(
+        FailingPredictor() if fault == "predictor raises" else predictor,
+        conditions,
+        batch_size=8,
+        max_latency_s=0.05,
+    )
+    if fault == "file missing":
+        _missing_file(monkeypatch)
+    if fault == "downstream raises":
+        agent.forward_to(_raising_downstream)
+    run, collector, _ = _scan(tiled_catalog, microscope, agent, n)
+
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert np.asarray(run["primary"]["det-image"].read()).shape == (n, 128, 128)
+    _validate(collector)
+    stream = run["descriptors"].read()
+    assert len(stream["exx"]) == n
+    if fault == "downstream raises":
+        assert agent.frames_failed == 0
+        assert np.isfinite(np.asarray(stream["exx"])[~np.asarray(stream["ood"])]).all()
+        return
+    assert agent.frames_failed == n
+    assert np.asarray(stream["ood"]).all()
+    for name in FIELDS:
+        assert np.isnan(np.asarray(stream[name])).all()
+    cause = "inference failed: RuntimeError" if fault == "predictor raises" else "unreadable"
+    assert all(cause in r for r in stream["reason"].values)
+
+
+def _feed_file(agent: InferenceAgent, path, n: int, start_md: dict | None = None) -> Collector:
+    """A run's documents for frames already in ``path`` (no positions), fed to ``agent``."""
+    collector = Collector()
+    agent.forward_to(collector)
+    run = compose_run(metadata=start_md or {})
+    agent("start", run.start_doc)
+    key = {"source": "t", "shape": [128, 128], "dtype": "array", "external": "STREAM:"}
+    desc = run.compose_descriptor(name="primary", data_keys={"det-image": key})
+    agent("descriptor", desc.descriptor_doc)
+    resource = run.compose_stream_resource(
+        mimetype="application/x-hdf5",
+        uri=f"file://localhost{path}",
+        data_key="det-image",
+        parameters={"dataset": DATASET},
+    )
+    agent("stream_resource", resource.stream_resource_doc)
+    for lo in range(0, n, 3):
+        hi = min(lo + 3, n)
+        agent(
+            "stream_datum",
+            resource.compose_stream_datum(
+                indices={"start": lo, "stop": hi},
+                seq_nums={"start": lo + 1, "stop": hi + 1},
+                descriptor=desc.descriptor_doc,
+            ),
+        )
+    agent("stop", run.compose_stop())
+    _validate(collector)
+    return collector
+
+
+def _page_data(collector: Collector) -> dict[str, np.ndarray]:
+    pages = collector.of("event_page")
+    return {k: np.concatenate([p["data"][k] for p in pages]) for k in pages[0]["data"]}
+
+
+def test_blank_saturated_and_wrong_frames_are_flagged(tmp_path, microscope, predictor, conditions):
+    x, y = _positions(microscope, 4, seed=5)
+    real = microscope.acquire(x, y)
+    rng = np.random.default_rng(0)
+    odd = np.stack(
+        [
+            np.zeros((128, 128), np.uint16),  # blank
+            np.full((128, 128), 65535, np.uint16),  # saturated
+            rng.poisson(1e5 / 128**2, (128, 128)).astype(np.uint16),  # no pattern
+            np.rot90(real[0]).copy(),  # a lattice unlike Si [110] at this orientation
+        ]
+    )
+    frames = np.concatenate([real, odd])
+    path = write_frames(tmp_path / "frames.h5", frames)
+    agent = InferenceAgent(predictor, conditions, batch_size=5, background=False)
+    data = _page_data(_feed_file(agent, path, len(frames)))
+
+    expected = predictor.predict(real, conditions)
+    np.testing.assert_array_equal(data["ood"][:4], expected.ood)
+    np.testing.assert_allclose(data["exx"][:4], expected.values["exx"], rtol=1e-5, equal_nan=True)
+    assert data["ood"][4:].all()
+    for name in FIELDS:
+        assert np.isnan(data[name][4:]).all()
+    assert "blank" in data["reason"][4]
+    assert "saturat" in data["reason"][5]
+    assert all(data["reason"][4:])
+    assert np.isnan(data["x_nm"]).all()  # this run recorded no positions
+
+
+def test_conditions_missing_flag_frames_instead_of_guessing(tmp_path, microscope, predictor):
+    frames = microscope.acquire(*_positions(microscope, 3, seed=2))
+    path = write_frames(tmp_path / "frames.h5", frames)
+    agent = InferenceAgent(predictor, None, background=False)
+    data = _page_data(_feed_file(agent, path, 3))
+    assert data["ood"].all()
+    assert all("no beam conditions" in r for r in data["reason"])
+
+
+def test_conditions_from_the_start_document_win(tmp_path, microscope, predictor, conditions):
+    frames = microscope.acquire(*_positions(microscope, 3, seed=4))
+    path = write_frames(tmp_path / "frames.h5", frames)
+    other = BeamConditions(convergence_mrad=2.5)
+    agent = InferenceAgent(predictor, conditions, background=False)
+    md = {"beam_conditions": other.as_dict()}
+    data = _page_data(_feed_file(agent, path, 3, md))
+    expected = predictor.predict(frames, other)
+    np.testing.assert_allclose(data["exx"], expected.values["exx"], rtol=1e-5, equal_nan=True)
+
+
+def test_conditions_from_start():
+    default = BeamConditions()
+    assert conditions_from_start({}, default) is default
+    assert conditions_from_start({}, None) is None
+    full = BeamConditions(voltage_kv=300.0, convergence_mrad=2.0, mrad_per_pixel=0.25)
+    assert conditions_from_start({"beam_conditions": full.as_dict()}, default) == full
+    parts = {"material": "Si", "beam": {"voltage_kv": 80.0}, "detector": {"pixels": 128}}
+    merged = conditions_from_start(parts, default)
+    assert merged == BeamConditions(voltage_kv=80.0)
+    with pytest.raises(ValueError):
+        conditions_from_start({"material": "Au", "zone_axis": "111"}, default)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="batch_size"):
+        InferenceAgent(batch_size=0)
+    with pytest.raises(ValueError, match="max_latency_s"):
+        InferenceAgent(max_latency_s=-1)
