@@ -2,8 +2,8 @@
 
 ``IN`` is a JSON file with the structure, GPAW parameters and GPAW's ``parallel`` keyword;
 rank 0 writes the outcome to ``OUT`` as JSON: ``status`` (``ok``, ``scf_not_converged``,
-``error``), ``energy_ev``, ``iterations``, ``reason``. Run under an MPI launcher every rank
-executes this; GPAW distributes the work.
+``error``), ``energy_ev``, ``max_force_ev_per_a``, ``iterations``, ``reason``. Run under an
+MPI launcher every rank executes this; GPAW distributes the work.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def calculate(job: dict[str, Any]) -> dict[str, Any]:
     try:
         atoms.calc = GPAW(txt=None, **parameters)
         energy = atoms.get_potential_energy()
+        forces = atoms.get_forces()
     except KohnShamConvergenceError as err:
         detail = str(err) or "maxiter reached"
         return {
@@ -54,7 +55,12 @@ def calculate(job: dict[str, Any]) -> dict[str, Any]:
         iterations = int(atoms.calc.get_number_of_iterations())
     except Exception:  # noqa: BLE001 - optional diagnostics
         pass
-    return {"status": "ok", "energy_ev": float(energy), "iterations": iterations}
+    return {
+        "status": "ok",
+        "energy_ev": float(energy),
+        "max_force_ev_per_a": float(abs(forces).max()),
+        "iterations": iterations,
+    }
 
 
 def main(argv: list[str]) -> int:

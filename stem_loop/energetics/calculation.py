@@ -68,7 +68,9 @@ class EnergyResult:
         :meth:`GPAWSettings.as_dict` of the attempt that produced the energy (or the last).
     attempts : list of dict
         One record per attempt: ``status`` (``ok``, ``scf_not_converged``, ``timeout``,
-        ``crashed``, ``error``), ``reason``, ``wall_s``, ``maxiter``, ``mixer_beta``.
+        ``crashed``, ``error``), ``reason``, ``wall_s``, ``maxiter``, ``mixer_beta``,
+        ``iterations`` and ``max_force_ev_per_a`` (the largest force on an atom: small when
+        the internal-strain model of the structure is adequate).
     host, pid : str, int
         Where the job ran (the worker process).
     label : str
@@ -87,6 +89,11 @@ class EnergyResult:
     def ok(self) -> bool:
         """Whether an energy was obtained."""
         return self.energy_ev_per_atom is not None
+
+    @property
+    def max_force_ev_per_a(self) -> float | None:
+        """Largest atomic force of the successful attempt (eV/Angstrom)."""
+        return self.attempts[-1].get("max_force_ev_per_a") if self.ok else None
 
     @property
     def reason(self) -> str | None:
@@ -111,6 +118,7 @@ class EnergyResult:
             "label": self.label,
             "ok": self.ok,
             "reason": self.reason,
+            "max_force_ev_per_a": self.max_force_ev_per_a,
         }
 
 
@@ -209,6 +217,7 @@ def run_energy_job(job: EnergyJob) -> EnergyResult:
             "maxiter": settings.maxiter,
             "mixer_beta": settings.mixer_beta,
             "iterations": outcome.get("iterations"),
+            "max_force_ev_per_a": outcome.get("max_force_ev_per_a"),
         }
         attempts.append(record)
         if outcome["status"] == "ok":

@@ -126,7 +126,10 @@ class _Backend:
         return True
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.client is None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        else:
+            self.executor.shutdown(wait=False)  # ClientExecutor: cancels what is pending
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def fit_lattice_constant(
     natoms = len(model.symbols)
     volumes = unit_volume * np.asarray(lattice) ** 3
     eos = EquationOfState(volumes, np.asarray(energies) * natoms, eos="birchmurnaghan")
-    v0, _, b = eos.fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Minimum off the grid: caller recentres.
+        v0, _, b = eos.fit()
     return float((v0 / unit_volume) ** (1 / 3)), float(b / GPa)
 
 
@@ -152,8 +155,9 @@ def relax_reference(
     dispatcher : Dispatcher
         Runs the DFT jobs (in parallel where it has workers).
     span : float
-        Relative half-width of the first lattice-constant grid around the experimental
-        value plus 1 % (PBE overestimates lattice constants); the second grid is a fifth.
+        Relative half-width of the first lattice-constant grid, centred on the experimental
+        value plus 1 % (PBE overestimates lattice constants). The grid is recentred until
+        the fitted minimum lies inside it, then narrowed to a fifth for the final fit.
     points : int
         Energies per grid.
     use_cache : bool
@@ -173,11 +177,20 @@ def relax_reference(
     if use_cache and path.exists():
         return Reference(**json.loads(path.read_text()))
     start = time.perf_counter()
-    centre = model.nominal_lattice_a * 1.01
-    for width in (span, span / 5):
+    centre, width = model.nominal_lattice_a * 1.01, span
+    for _ in range(8):
         lattice = centre * (1 + np.linspace(-width, width, points))
         energies = _energies(model, lattice, settings, dispatcher)
         centre, bulk_modulus = fit_lattice_constant(model, lattice, energies)
+        if not lattice[1] <= centre <= lattice[-2]:
+            continue  # The minimum is near or beyond the edge: recentre, same width.
+        if width <= span / 5:
+            break
+        width = span / 5
+    else:
+        raise ReferenceFailedError(
+            f"no energy minimum found for {model.name} near a = {centre:.4f} A"
+        )
     (energy,) = _energies(model, np.array([centre]), settings, dispatcher)
     reference = Reference(
         material=model.name,

@@ -169,7 +169,7 @@ PRODUCTION: dict[str, GPAWSettings] = {
 
 # Small settings for tests and quick looks: same code path, seconds per energy.
 QUICK: dict[str, GPAWSettings] = {
-    "Si": GPAWSettings(ecut_ev=250.0, kpts=(2, 2, 2), energy_tol_ev=1e-7, density_tol=1e-6),
+    "Si": GPAWSettings(ecut_ev=250.0, kpts=(3, 3, 3), energy_tol_ev=1e-7, density_tol=1e-6),
     "SrTiO3": GPAWSettings(ecut_ev=350.0, kpts=(2, 2, 2), energy_tol_ev=1e-7, density_tol=1e-6),
 }
 

@@ -84,7 +84,9 @@ class StrainEnergyGP:
     parameters : KernelParameters, optional
         Starting hyperparameters (physics-based defaults).
     optimise_from : int
-        Refit the hyperparameters by maximum marginal likelihood from this many DFT points.
+        Refit the hyperparameters by maximum marginal likelihood from this many DFT points
+        (before that, the physics-based defaults: with fewer points than the 6 quadratic
+        coefficients plus a few, the likelihood cannot tell the scales apart).
 
     Examples
     --------
@@ -93,7 +95,7 @@ class StrainEnergyGP:
     >>> mean, std = gp.predict([[0.01, 0.0, 0.0]])
     """
 
-    def __init__(self, parameters: KernelParameters | None = None, *, optimise_from: int = 8):
+    def __init__(self, parameters: KernelParameters | None = None, *, optimise_from: int = 12):
         self.parameters = parameters or KernelParameters()
         self.optimise_from = optimise_from
         # The reference: zero energy at zero strain, known without DFT.

@@ -1,7 +1,7 @@
 """Fixtures of the energetics tests: a private cache, quick GPAW settings, real executors.
 
 quick_settings : GPAWSettings
-    PW 250 eV, 2x2x2 k-points: about a second per Si energy, same code path as production.
+    PW 250 eV, 3x3x3 k-points: a few seconds per Si energy, same code path as production.
 process_dispatcher : Dispatcher, session scope
     A real local process pool (2 workers) running real GPAW.
 quick_reference : Reference, session scope
@@ -46,7 +46,7 @@ def quick_reference(process_dispatcher, quick_settings):
     return relax_reference("Si", quick_settings, process_dispatcher)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def direct_service(process_dispatcher, quick_settings, quick_reference):
     """Every distinct strain to DFT (no surrogate), reference already relaxed."""
     return EnergyService(
