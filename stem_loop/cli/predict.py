@@ -59,7 +59,7 @@ def _check_out(path: Path) -> Path:
         raise CommandError(f"--out {path} is a directory, not a file")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise CommandError(f"--out {path}: directory {parent} does not exist")
+        raise CommandError(f"--out {path}: {parent} is not an existing directory")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise CommandError(f"--out {path} is not writable")
     return path
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if args.positions < 1:
         raise CommandError(f"--positions must be at least 1, got {args.positions}")
     if args.dose is not None and not (args.dose > 0 and math.isfinite(args.dose)):
-        raise CommandError(f"--dose must be a positive number of electrons, got {args.dose}")
+        raise CommandError(f"--dose must be positive (electrons per frame), got {args.dose}")
     out = _check_out(args.out)
     sample = _load_sample(args.sample)
     try:

@@ -1,0 +1,56 @@
+"""``stem-loop bench inference``: frames/s of each stage, JSON last, and the accuracy hook."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from stem_loop.cli import main
+
+STAGES = ("read_hdf5", "front_end", "network", "end_to_end", "agent")
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_tiny_run_prints_every_stage_and_json_last(capsys):
+    argv = ["bench", "inference", "--frames", "12", "--batch", "8", "--repeats", "1"]
+    assert main([*argv, "--threads", "1", "--no-gpu", "--json", "--no-accuracy"]) == 0
+    out = capsys.readouterr().out
+    result = _last_json(out)
+    assert "end to end" in out and "frames/s" in out
+    assert result["frames"] == 12 and result["threads"] == 1 and result["accuracy"] is None
+    assert all(result["cpu"][stage] > 0 for stage in STAGES)
+    # Reading alone is faster than reading and inferring.
+    assert result["cpu"]["read_hdf5"] > result["cpu"]["end_to_end"]
+    assert len(result["load_average"]) == 6
+
+
+def test_accuracy_report_is_called_with_the_doses(capsys, monkeypatch):
+    calls = []
+
+    def report(predictor, doses=(1e5,)):
+        calls.append(doses)
+        return {"rows": [{"material": "Si", "exx_rms": 0.001}], "text": "ACCURACY TABLE"}
+
+    fake = types.ModuleType("stem_loop.inference.evaluation")
+    fake.report = report
+    monkeypatch.setitem(sys.modules, "stem_loop.inference.evaluation", fake)
+    argv = ["bench", "inference", "--frames", "4", "--batch", "4", "--repeats", "1"]
+    assert main([*argv, "--no-gpu", "--doses", "1e3,1e5", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "ACCURACY TABLE" in out
+    assert _last_json(out)["accuracy"] == [{"material": "Si", "exx_rms": 0.001}]
+    assert calls == [(1e3, 1e5)]
+
+
+@pytest.mark.parametrize("bad", [["--frames", "0"], ["--doses", "a,b"]])
+def test_bad_options_exit_with_usage(bad, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "inference", *bad])
+    assert exited.value.code == 2
+    assert "usage: stem-loop bench inference" in capsys.readouterr().err
