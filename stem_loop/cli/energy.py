@@ -11,14 +11,23 @@ from dataclasses import replace
 from ._common import CommandError, add_json_option, emit
 
 
-def _strain(text: str) -> tuple[float, float, float]:
+def parse_strain(text: str) -> tuple[float, float, float]:
+    """``"EXX,EYY,EXY"`` -> three floats.
+
+    Raises
+    ------
+    ValueError
+        Unless the text is exactly three comma-separated numbers.
+    """
     parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected EXX,EYY,EXY (three numbers), got {text!r}")
     try:
+        if len(parts) != 3:
+            raise ValueError
         values = tuple(float(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not numbers: {text!r}") from None
+        raise ValueError(
+            f"--strain {text!r}: expected EXX,EYY,EXY, three numbers (fractions: 0.01 = 1 %)"
+        ) from None
     return values  # type: ignore[return-value]
 
 
@@ -49,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--strain",
         metavar="EXX,EYY,EXY",
-        type=_strain,
         action="append",
         required=True,
         help="in-plane strain as fractions (0.01 = 1 %%), tensor shear; repeat for more",
@@ -95,7 +103,7 @@ def _check(args: argparse.Namespace):
 
     try:
         material = get_material(args.material)
-        strains = [validate_strain(*s) for s in args.strain]
+        strains = [validate_strain(*parse_strain(s)) for s in args.strain]
         settings = settings_for(material.name, args.settings)
         if args.ecut is not None:
             if args.ecut < 100:
