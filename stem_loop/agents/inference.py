@@ -208,17 +208,36 @@ def microscope_conditions(microscope: Any) -> Callable[[], Any]:
     return current
 
 
+def _split(chunk: _Chunk, head: int) -> tuple[_Chunk, _Chunk]:
+    """The first ``head`` frames of ``chunk`` and the rest."""
+
+    def part(a: int, b: int) -> _Chunk:
+        return _Chunk(
+            chunk.descriptor,
+            chunk.seq_num[a:b],
+            chunk.resource,
+            chunk.lo + a,
+            chunk.lo + b,
+            arrived=chunk.arrived,
+        )
+
+    return part(0, head), part(head, len(chunk.seq_num))
+
+
 def _uri_to_path(uri: str) -> Path:
     return Path(urlparse(uri).path)
 
 
 @dataclass
 class _Chunk:
-    """Frames of one StreamDatum (or why they could not be read)."""
+    """A range of frames of one StreamDatum, read only when it is inferred."""
 
     descriptor: str
     seq_num: np.ndarray
-    frames: np.ndarray | None
+    resource: Document
+    lo: int
+    hi: int
+    frames: np.ndarray | None = None
     error: str = ""
     arrived: float = field(default_factory=time.monotonic)
 
@@ -509,18 +528,26 @@ class InferenceAgent:
             for s, v in zip(seq.tolist(), np.ravel(values).tolist(), strict=False):
                 run.positions.setdefault((doc["descriptor"], s), [None, None])[axis] = v
         elif key in run.image_keys:
-            try:
-                frames = self._read(run, resource, lo, hi)
-                if len(frames) != len(seq):
-                    raise OSError(f"read {len(frames)} frames, the datum says {len(seq)}")
-                run.pending.append(_Chunk(doc["descriptor"], seq, frames))
-            except Exception as err:
-                logger.error(
-                    "inference agent: frames %d..%d of %s unreadable: %s", lo, hi, key, err
-                )
-                run.pending.append(
-                    _Chunk(doc["descriptor"], seq, None, f"frames unreadable: {err}")
-                )
+            # Frames stay in the file until their batch is inferred: memory stays bounded
+            # however far inference falls behind acquisition.
+            step = self.batch_size
+            for a in range(0, len(seq), step):
+                b = min(a + step, len(seq))
+                run.pending.append(_Chunk(doc["descriptor"], seq[a:b], resource, lo + a, lo + b))
+
+    def _load(self, run: _Run, chunk: _Chunk) -> None:
+        """Read the chunk's frames, or record why they could not be read."""
+        try:
+            frames = self._read(run, chunk.resource, chunk.lo, chunk.hi)
+            if len(frames) != len(chunk.seq_num):
+                raise OSError(f"read {len(frames)} frames, the datum says {len(chunk.seq_num)}")
+            chunk.frames = frames
+        except Exception as err:
+            key = chunk.resource["data_key"]
+            logger.error(
+                "inference agent: frames %d..%d of %s unreadable: %s", chunk.lo, chunk.hi, key, err
+            )
+            chunk.error = f"frames unreadable: {err}"
 
     def _read(self, run: _Run, resource: Document, lo: int, hi: int) -> np.ndarray:
         uid = resource["uid"]
@@ -567,12 +594,16 @@ class InferenceAgent:
             if not (force or late or n_ready >= self.batch_size):
                 return
             taken, n = [], 0
-            for chunk in ready:
+            for _ in range(len(ready)):
                 if n >= self.batch_size:
                     break
+                chunk = run.pending.pop(0)
+                room = self.batch_size - n
+                if len(chunk.seq_num) > room:  # exactly batch_size frames per page
+                    chunk, rest = _split(chunk, room)
+                    run.pending.insert(0, rest)
                 taken.append(chunk)
                 n += len(chunk.seq_num)
-            del run.pending[: len(taken)]
             self._publish(uid, run, taken)
 
     def _load_predictor(self) -> Any:
@@ -597,6 +628,7 @@ class InferenceAgent:
         reason = [""] * n
         spans, lo = [], 0
         for chunk in chunks:
+            self._load(run, chunk)
             spans.append((lo, lo + len(chunk.seq_num), chunk))
             lo += len(chunk.seq_num)
         good = [(a, b, c) for a, b, c in spans if c.frames is not None]
@@ -616,6 +648,8 @@ class InferenceAgent:
         else:
             try:
                 frames = np.concatenate([c.frames for _, _, c in good])
+                for _, _, c in good:
+                    c.frames = None  # the batch holds them now
                 prediction = predictor.predict(frames, run.conditions)
                 for k in DESCRIPTOR_NAMES:
                     values[k][index] = prediction.values[k]
@@ -679,6 +713,9 @@ class InferenceAgent:
             timestamps={k: [now] * len(batch) for k in data},
             seq_num=batch.seq_num.tolist(),
             time=[now] * len(batch),
+            # Pages are built the same way each time: schema-check the first of each run only
+            # (jsonschema costs ~1 ms per row, as much as the network).
+            validate=run.published == 0,
         )
         run.published += len(batch)
         self._forward("event_page", page)

@@ -222,7 +222,9 @@ def test_blank_saturated_and_wrong_frames_are_flagged(tmp_path, microscope, pred
     frames = np.concatenate([real, odd])
     path = write_frames(tmp_path / "frames.h5", frames)
     agent = InferenceAgent(predictor, conditions, batch_size=5, background=False)
-    data = _page_data(_feed_file(agent, path, len(frames)))
+    collector = _feed_file(agent, path, len(frames))
+    assert [len(p["seq_num"]) for p in collector.of("event_page")] == [5, 3]  # batch_size pages
+    data = _page_data(collector)
 
     expected = predictor.predict(real, conditions)
     np.testing.assert_array_equal(data["ood"][:4], expected.ood)
