@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "acquisition": ("stem_loop.bench.acquisition", "run_acquisition_bench"),
     "forward": ("stem_loop.bench.forward", "run_forward_bench"),
     "inference": ("stem_loop.bench.inference", "run_inference_bench"),
+    "energetics": ("stem_loop.bench.energetics", "run_energetics_bench"),
 }
 
 

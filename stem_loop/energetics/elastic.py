@@ -49,14 +49,14 @@ def rotate_stiffness(c: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    c : ndarray, shape (3, 3, 3, 3)
+    c : ndarray (3, 3, 3, 3)
         Stiffness in the old axes.
-    rotation : ndarray, shape (3, 3)
+    rotation : ndarray (3, 3)
         Rows are the new axes written in the old axes (orthonormal).
 
     Returns
     -------
-    ndarray, shape (3, 3, 3, 3)
+    ndarray (3, 3, 3, 3)
         ``C'_ijkl = R_ia R_jb R_kc R_ld C_abcd``.
     """
     r = np.asarray(rotation, dtype=float)
@@ -68,14 +68,14 @@ def plane_stress_strain(in_plane: np.ndarray, stiffness: np.ndarray) -> np.ndarr
 
     Parameters
     ----------
-    in_plane : ndarray, shape (2, 2)
+    in_plane : ndarray (2, 2)
         Symmetric strain ``[[exx, exy], [exy, eyy]]`` in the foil plane (tensor shear).
-    stiffness : ndarray, shape (3, 3, 3, 3)
+    stiffness : ndarray (3, 3, 3, 3)
         Stiffness in the same frame, ``z`` normal to the foil.
 
     Returns
     -------
-    ndarray, shape (3, 3)
+    ndarray (3, 3)
         Symmetric strain whose stress has ``sigma_zz = sigma_xz = sigma_yz = 0``.
     """
     strain = np.zeros((3, 3))

@@ -57,7 +57,7 @@ def scan_frame_strain(
 
     Returns
     -------
-    ndarray, shape (3, 3)
+    ndarray (3, 3)
         Symmetric strain with the out-of-plane components that make the beam-normal
         tractions vanish.
     """

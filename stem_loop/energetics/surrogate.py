@@ -149,14 +149,14 @@ class StrainEnergyGP:
 
         Parameters
         ----------
-        strains : array_like, shape (n, 3)
-        pending : array_like, shape (m, 3), optional
+        strains : array_like (n, 3)
+        pending : array_like (m, 3), optional
             Strains whose DFT is on its way: they reduce the standard deviation as if
             known (the variance does not depend on the values); the mean ignores them.
 
         Returns
         -------
-        mean, std : ndarray, shape (n,)
+        mean, std : ndarray (n,)
         """
         x = np.atleast_2d(np.asarray(strains, float)) / STRAIN_UNIT
         p = self.parameters
