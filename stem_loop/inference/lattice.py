@@ -7,8 +7,7 @@ Sobel edge map of ``sqrt(I)`` with an aperture-edge template (Pekin et al., Ultr
 (Guizar-Sicairos et al., Opt. Lett. 33, 2008), all frames and disks at once. A weighted
 least-squares lattice through the disk centres gives the deformation of the reciprocal lattice,
 hence the in-plane strain, the optical-axis position and a residual that says how lattice-like
-the frame is. The disks, resampled around the fitted centres in units of their radius, are what
-the network reads.
+the frame is. The disks, cut around the fitted centres, are what the network reads.
 
 This is the same estimator as :mod:`sim_devices.disk_positions` (which validates the forward
 models), vectorised for throughput; a test checks that both agree.
@@ -27,13 +26,13 @@ from .conditions import BeamConditions
 
 #: Pixels the search for a disk reaches from its nominal position (centre shift + strain).
 SEARCH_PX = 5
-#: Side of the resampled disk crops the network reads.
+#: Side of the disk crops the network reads (detector pixels around each fitted centre).
 CROP_PX = 24
-#: Half-width of a crop in units of the disk radius.
-CROP_REACH = 1.2
-_UPSAMPLE_STEP = 0.1
+_UPSAMPLE_STEP = 0.2
+_UPSAMPLE_REACH = 0.6
 _ROBUST_PX = 0.5
-_UPSAMPLE_REACH = 0.7
+#: FFT-friendly window sides.
+_FFT_SIZES = (24, 32, 36, 40, 48, 64, 72, 80, 96, 128)
 
 
 @dataclass
@@ -55,6 +54,8 @@ class LatticeFit:
         lattice onto the fitted one.
     residual_px : Tensor
         ``(N,)`` weighted rms distance of the disks from the fitted lattice.
+    offsets_px : Tensor
+        ``(N, D, 2)`` measured minus fitted position of each disk.
     peak : Tensor
         ``(N,)`` mean normalised edge-correlation peak (1 for a perfect aperture edge).
     """
@@ -65,6 +66,7 @@ class LatticeFit:
     basis_px: torch.Tensor
     strain: torch.Tensor
     residual_px: torch.Tensor
+    offsets_px: torch.Tensor
     peak: torch.Tensor
 
 
@@ -108,9 +110,8 @@ def _sobel_magnitude(images: torch.Tensor) -> torch.Tensor:
     return torch.hypot(gx, gy)
 
 
-def _disk(radius: float, size: int) -> torch.Tensor:
-    c = (size - 1) / 2
-    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+def _disk(radius: float, size: int, c: float) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
     return (radius - torch.hypot(x - c, y - c) + 0.5).clamp(0.0, 1.0)
 
 
@@ -140,10 +141,10 @@ class DiskLattice:
         )
         radius = conditions.disk_radius_px
         self.radius_px = radius
-        self.half = int(np.ceil(radius + 2)) + SEARCH_PX + 1
-        size = 2 * self.half + 1
-        self.size = size
-        template = _sobel_magnitude(_disk(radius, size)[None])[0]
+        self.half = half = int(np.ceil(radius + 2)) + SEARCH_PX + 1
+        size = next((n for n in _FFT_SIZES if n >= 2 * half + 1), 2 * half + 1)
+        self.size = size  # window centre at index ``half``; the rest is margin for the FFT
+        template = _sobel_magnitude(_disk(radius, size, half)[None])[0]
         template = template / template.norm()
         self.template_spectrum = torch.conj(torch.fft.fft2(template))
         near = torch.arange(-SEARCH_PX, SEARCH_PX + 1)
@@ -154,21 +155,19 @@ class DiskLattice:
         fine_shifts = self.near[:, None].double() + shifts.double()  # (K, U)
         phase = 2j * np.pi * fine_shifts[..., None] * torch.fft.fftfreq(size).double()
         self.phase_table = torch.exp(phase).to(torch.complex64)  # (K, U, S)
-        win = torch.arange(-self.half, self.half + 1)
+        win = torch.arange(-half, size - half)
         self.window_offsets = torch.stack(torch.meshgrid(win, win, indexing="ij"), -1)
         design = torch.cat([torch.ones(len(self.hk), 1), torch.as_tensor(self.hk).float()], 1)
         self.design = design.double()  # (D, 3): origin, a*, b*
-        t = torch.linspace(-CROP_REACH, CROP_REACH, CROP_PX)
-        gy, gx = torch.meshgrid(t, t, indexing="ij")
-        self.crop_grid = torch.stack([gx, gy], -1) * radius  # (C, C, 2) pixels, x first
+        crop = torch.arange(CROP_PX) - CROP_PX // 2
+        self.crop_offsets = crop[:, None] * (conditions.pixels + CROP_PX) + crop  # padded frame
         self.corner = torch.round(self.nominal_px).to(torch.int64)  # (D, 2) window centres
         pixels = conditions.pixels
         iy = (self.corner[:, 1, None, None] + self.window_offsets[..., 0]).clamp(0, pixels - 1)
         ix = (self.corner[:, 0, None, None] + self.window_offsets[..., 1]).clamp(0, pixels - 1)
         self.window_index = (iy * pixels + ix).reshape(-1)
         yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-        c = (size - 1) / 2
-        self.inside = (torch.hypot(xx - c, yy - c) <= radius).float()
+        self.inside = (torch.hypot((xx - half).float(), (yy - half).float()) <= radius).float()
 
     @property
     def n_disks(self) -> int:
@@ -254,26 +253,27 @@ class DiskLattice:
             basis_px=basis.float(),
             strain=strain.float(),
             residual_px=resid.sqrt().float(),
+            offsets_px=(positions - fitted).float(),
             peak=(peak * w).sum(-1).div(w.sum(-1)).float(),
         )
 
     def crops(self, root_fraction: torch.Tensor, fit: LatticeFit) -> torch.Tensor:
-        """Disks resampled around the fitted lattice, ``(N, D, CROP_PX, CROP_PX)``.
+        """Disks cut around the fitted lattice (nearest pixel), ``(N, D, CROP_PX, CROP_PX)``.
 
         ``root_fraction`` is ``sqrt`` of the fraction of the frame's counts per pixel, which
-        evens out Poisson noise across doses; it is scaled to order one here.
+        evens out Poisson noise across doses; it is scaled to order one here. Pixels outside the
+        frame are zero; the sub-pixel offset of each disk stays visible to the network.
         """
         n, rows, cols = root_fraction.shape
-        norm = root_fraction * 30.0
+        pad = CROP_PX // 2
+        padded = torch.nn.functional.pad(root_fraction * 30.0, (pad, pad, pad, pad))
         centres = fit.origin_px[:, None] + torch.einsum(
             "dj,nij->ndi", self.design[:, 1:].float(), fit.basis_px
         )  # (N, D, 2)
-        points = centres[:, :, None, None, :] + self.crop_grid  # (N, D, C, C, 2)
-        scale = torch.tensor([2.0 / (cols - 1), 2.0 / (rows - 1)])
-        grid = (points * scale - 1.0).reshape(n, self.n_disks * CROP_PX, CROP_PX, 2)
-        out = torch.nn.functional.grid_sample(
-            norm[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        )
+        ix = torch.round(centres[..., 0]).long().clamp(0, cols - 1) + pad
+        iy = torch.round(centres[..., 1]).long().clamp(0, rows - 1) + pad
+        index = (iy * (cols + 2 * pad) + ix)[..., None, None] + self.crop_offsets
+        out = padded.reshape(n, -1).gather(1, index.reshape(n, -1))
         return out.reshape(n, self.n_disks, CROP_PX, CROP_PX)
 
 

@@ -18,8 +18,9 @@ from .lattice import CROP_PX
 
 #: Disk channels of the network input.
 MAX_DISKS = 13
-#: Side features: 5 conditions, 3 lattice strain, residual, peak, log dose, 2 origin offset.
-N_SIDE = 13
+#: Side features: 5 conditions, 3 lattice strain, residual, peak, log dose, 2 origin offset,
+#: and per disk its offset from the fitted lattice (2) and its share of the counts (1).
+N_SIDE = 13 + 3 * MAX_DISKS
 #: Descriptor order of the outputs (the contract's names).
 OUTPUTS: tuple[str, ...] = tuple(DESCRIPTOR_NAMES)
 #: Output units: strain corrections in 0.5 %, thickness about 45 nm in 35 nm, tilt in 3 mrad.

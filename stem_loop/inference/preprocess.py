@@ -54,8 +54,12 @@ class Preprocessor:
         total = frames.sum((1, 2))
         saturated = (frames >= self.saturation).sum((1, 2))
         fit, disks = self.lattice.measure(frames)
+        d = disks.shape[1]
         crops = torch.zeros((n, MAX_DISKS, *disks.shape[-2:]), dtype=torch.float32)
-        crops[:, : disks.shape[1]] = disks
+        crops[:, :d] = disks
+        per_disk = torch.zeros((n, MAX_DISKS, 3), dtype=torch.float32)
+        per_disk[:, :d, :2] = fit.offsets_px.clamp(-3, 3) / 0.5
+        per_disk[:, :d, 2] = fit.weights * 10.0
         centre = (self.conditions.pixels - 1) / 2
         side = torch.cat(
             [
@@ -65,6 +69,7 @@ class Preprocessor:
                 fit.peak[:, None],
                 torch.log10(total.clamp_min(1.0))[:, None] / 5.0,
                 (fit.origin_px - centre) / 3.0,
+                per_disk.reshape(n, -1),
             ],
             dim=1,
         )

@@ -31,7 +31,7 @@ def test_batched_registration_equals_reference_estimator(si_fast, si_conditions)
     for frame, found in zip(patterns, fit.positions_px.numpy(), strict=True):
         ref = measure_disk_positions(frame, found, lattice.radius_px)
         bright = fit.weights[0].numpy() > 0.01
-        assert np.nanmax(np.abs(ref - found)[bright]) < 0.01
+        assert np.nanmax(np.abs(ref - found)[bright]) < 0.02  # 0.2 px grid + parabola
 
 
 def test_lattice_follows_strain_and_centre(si_conditions):
