@@ -708,14 +708,23 @@ class InferenceAgent:
         }
         data["ood"] = [bool(v) for v in batch.ood]
         data["reason"] = list(batch.reason)
+        timestamps = {k: [now] * len(batch) for k in data}
+        seq_num = batch.seq_num.tolist()
+        if run.published == 0:
+            # Pages are built the same way every time: schema-check one row of the run's first
+            # (jsonschema costs about 1 ms per row, as much as the network).
+            run.compose.compose_event_page(
+                data={k: v[:1] for k, v in data.items()},
+                timestamps={k: v[:1] for k, v in timestamps.items()},
+                seq_num=seq_num[:1],
+                validate=True,
+            )
         page = run.compose.compose_event_page(
             data=data,
-            timestamps={k: [now] * len(batch) for k in data},
-            seq_num=batch.seq_num.tolist(),
+            timestamps=timestamps,
+            seq_num=seq_num,
             time=[now] * len(batch),
-            # Pages are built the same way each time: schema-check the first of each run only
-            # (jsonschema costs ~1 ms per row, as much as the network).
-            validate=run.published == 0,
+            validate=False,
         )
         run.published += len(batch)
         self._forward("event_page", page)
