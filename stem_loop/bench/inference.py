@@ -22,6 +22,7 @@ import argparse
 import importlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ import numpy as np
 MAX_DISTINCT_FRAMES = 256
 #: Dataset path and chunking of the detector's HDF5 files.
 DATASET = "/entry/data/data"
+#: Read by the OpenMP runtime when torch loads.
+OMP_ENV = "OMP_WAIT_POLICY"
 
 
 def simulate_frames(n: int, seed: int = 0) -> tuple[np.ndarray, Any]:
@@ -318,6 +321,7 @@ def run_inference_bench(
         "frame_shape": list(data.shape[1:]),
         "batch": batch,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get(OMP_ENV, "").lower() or "default (active)",
         "cpu_count": os.cpu_count(),
         "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())],
         "cpu": cpu,
@@ -342,7 +346,8 @@ def _text(result: dict[str, Any]) -> str:
     lines = [
         f"inference throughput, {result['frames']} frames of "
         f"{result['frame_shape'][0]}x{result['frame_shape'][1]}, batch {result['batch']}, "
-        f"{result['threads']} torch threads on {result['cpu_count']} cores "
+        f"{result['threads']} torch threads on {result['cpu_count']} cores, "
+        f"OpenMP wait policy {result['omp_wait_policy']} "
         f"(load average {load[0]:.1f} before, {load[3]:.1f} after)",
     ]
     names = {
@@ -390,9 +395,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--doses", type=str, default=None, help="comma-separated doses of the accuracy report"
     )
+    parser.add_argument(
+        "--omp-wait-policy",
+        choices=("active", "passive"),
+        default=None,
+        help="OpenMP threads spin (active) or sleep (passive) while waiting; passive is much "
+        "faster on a machine busy with other jobs (default: $OMP_WAIT_POLICY, else active)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     args = parser.parse_args(argv)
+    if args.omp_wait_policy is not None:
+        if "torch" in sys.modules and os.environ.get(OMP_ENV, "").lower() != args.omp_wait_policy:
+            parser.error("--omp-wait-policy must be set before torch is imported; use the env")
+        os.environ[OMP_ENV] = args.omp_wait_policy.upper()
     for name in ("frames", "batch", "repeats", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -276,3 +276,10 @@ def test_bad_settings_are_refused():
         InferenceAgent(batch_size=0)
     with pytest.raises(ValueError, match="max_latency_s"):
         InferenceAgent(max_latency_s=-1)
+
+
+def test_stream_names_are_the_contract_s_descriptor_names():
+    from sim_devices import DESCRIPTOR_NAMES as CONTRACT
+    from stem_loop.inference.network import OUTPUTS
+
+    assert DESCRIPTOR_NAMES == tuple(CONTRACT) == tuple(OUTPUTS)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +56,14 @@ def test_bad_options_exit_with_usage(bad, capsys):
         main(["bench", "inference", *bad])
     assert exited.value.code == 2
     assert "usage: stem-loop bench inference" in capsys.readouterr().err
+
+
+def test_console_script_sets_the_openmp_wait_policy_before_torch_loads():
+    stem_loop = str(Path(sys.executable).with_name("stem-loop"))
+    argv = ["bench", "inference", "--frames", "4", "--batch", "4", "--repeats", "1"]
+    argv += ["--no-gpu", "--no-accuracy", "--omp-wait-policy", "passive", "--json"]
+    done = subprocess.run([stem_loop, *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = _last_json(done.stdout)
+    assert result["omp_wait_policy"] == "passive"
+    assert "OpenMP wait policy passive" in done.stdout
