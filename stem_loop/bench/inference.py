@@ -9,11 +9,14 @@ Run ``stem-loop bench inference --help``. Figures printed, on this machine's CPU
 * ``agent``: the same file through :class:`~stem_loop.agents.inference.InferenceAgent`
   (StreamResource/StreamDatum documents in, ``descriptors`` event pages out).
 
-With a CUDA device (never required) the front end, network and end-to-end figures are
-measured there as well. The frames are simulated with the fast model on the built-in sample at
-the default dose (a few hundred distinct frames, repeated). Then, unless ``--no-accuracy``, the
-accuracy report of the shipped network on the held-out exact-physics set
-(``stem_loop.inference.evaluation.report``), when that module exists.
+With a CUDA device (never required) the network, the front end (if it can run there) and end
+to end (frames copied to the device; the front end there, else on the CPU) are measured there
+as well, in batches of up to 4096 frames.
+
+The frames are simulated with the fast model on the built-in sample at the default dose (a few
+hundred distinct frames, repeated). Then, unless ``--no-accuracy``, the accuracy report of the
+shipped network on the held-out exact-physics set (``stem_loop.inference.evaluation.report``),
+when that module exists.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import numpy as np
 MAX_DISTINCT_FRAMES = 256
 #: Dataset path and chunking of the detector's HDF5 files.
 DATASET = "/entry/data/data"
+#: Frames per batch on a GPU (small batches leave it idle between kernel launches).
+GPU_BATCH = 4096
 #: Read by the OpenMP runtime when torch loads.
 OMP_ENV = "OMP_WAIT_POLICY"
 
@@ -208,16 +213,32 @@ def _through_agent(predictor, conditions, path: Path, n: int, batch: int) -> Non
         raise RuntimeError(f"the agent published {sum(pages)} of {n} frames")
 
 
-def _gpu_figures(predictor, frames, conditions, batch: int, repeats: int) -> dict:
-    """Front end, network and end to end on the CUDA device (where the code allows)."""
+def _sync(device) -> None:
     import torch
 
-    device = torch.device("cuda")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_figures(
+    predictor, frames, conditions, batch: int, repeats: int, device: str = "cuda"
+) -> dict:
+    """Network, front end and end to end on ``device`` (where the code allows).
+
+    ``network``: the network on inputs already on the device. ``front_end``: the front end on
+    frames already on the device (None, with ``front_end_error``, if it cannot run there).
+    ``end_to_end``: frames copied to the device, front end there (else on the CPU), network
+    there, results back on the CPU.
+    """
+    import torch
+
+    device = torch.device(device)
     n = len(frames)
-    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    out: dict[str, Any] = {"device": name, "batch": batch}
     model = predictor.model.to(device)
+    pre = predictor.preprocessor(conditions)
     try:
-        pre = predictor.preprocessor(conditions)
         cpu_inputs = [pre(frames[s]) for s in _batches(n, batch)]
         inputs = [(x.crops.to(device), x.side.to(device)) for x in cpu_inputs]
 
@@ -225,23 +246,40 @@ def _gpu_figures(predictor, frames, conditions, batch: int, repeats: int) -> dic
             with torch.no_grad():
                 for crops, side in inputs:
                     model(crops, side)
-            torch.cuda.synchronize()
+            _sync(device)
 
         network()  # warm-up
         out["network"] = _rate(n, _best_of(repeats, network))
+        front_on_device = True
         try:
-            gpu_frames = torch.as_tensor(frames).to(device)
-            pre(gpu_frames[:8])
+            on_device = torch.as_tensor(frames.astype(np.int32)).to(device)
+            pre(on_device[:8])
 
             def front_end() -> None:
                 for s in _batches(n, batch):
-                    pre(gpu_frames[s])
-                torch.cuda.synchronize()
+                    pre(on_device[s])
+                _sync(device)
 
             out["front_end"] = _rate(n, _best_of(repeats, front_end))
-        except Exception as err:  # the front end keeps its tensors on the CPU
+        except Exception as err:  # the front end keeps some tensors on the CPU
+            front_on_device = False
             out["front_end"] = None
             out["front_end_error"] = f"{type(err).__name__}: {err}"
+
+        def end_to_end() -> None:
+            with torch.no_grad():
+                for s in _batches(n, batch):
+                    chunk = torch.as_tensor(frames[s].astype(np.int32))
+                    if front_on_device:
+                        x = pre(chunk.to(device))
+                        crops, side = x.crops, x.side
+                    else:
+                        x = pre(chunk)
+                        crops, side = x.crops.to(device), x.side.to(device)
+                    mean, log_var = model(crops, side)
+                    mean.cpu(), log_var.cpu()
+
+        out["end_to_end"] = _rate(n, _best_of(repeats, end_to_end))
     finally:
         predictor.model.to("cpu")
     return out
@@ -314,8 +352,10 @@ def run_inference_bench(
     with tempfile.TemporaryDirectory(prefix="stem-loop-bench-") as tmp:
         path = write_frames(Path(tmp) / "frames.h5", data)
         cpu = _cpu_figures(predictor, data, conditions, path, batch, repeats)
-    cuda = torch.cuda.is_available() and gpu
-    gpu_figures = _gpu_figures(predictor, data, conditions, batch, repeats) if cuda else None
+    gpu_figures = None
+    if gpu and torch.cuda.is_available():
+        gpu_batch = max(batch, min(frames, GPU_BATCH))
+        gpu_figures = _device_figures(predictor, data, conditions, gpu_batch, repeats, "cuda")
     result: dict[str, Any] = {
         "frames": frames,
         "frame_shape": list(data.shape[1:]),
@@ -367,11 +407,11 @@ def _text(result: dict[str, Any]) -> str:
     )
     gpu = result["gpu"]
     if gpu:
-        for key in ("front_end", "network"):
+        lines.append(f"  GPU: {gpu['device']}, batch {gpu['batch']}")
+        for key in ("front_end", "network", "end_to_end"):
             value = gpu.get(key)
-            shown = f"{value:>10.0f} frames/s" if value else f"  n/a ({gpu.get(key + '_error')})"
+            shown = f"{value:>10.0f}" if value else f"  n/a ({gpu.get(key + '_error')})"
             lines.append(f"  GPU  {names[key]:<50}{shown}")
-        lines.append(f"  GPU: {gpu['device']}")
     else:
         lines.append("  GPU: no CUDA device")
     return "\n".join(lines)

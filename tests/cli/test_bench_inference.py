@@ -67,3 +67,17 @@ def test_console_script_sets_the_openmp_wait_policy_before_torch_loads():
     result = _last_json(done.stdout)
     assert result["omp_wait_policy"] == "passive"
     assert "OpenMP wait policy passive" in done.stdout
+
+
+def test_device_figures_run_on_any_torch_device():
+    # The GPU path, exercised on the CPU device so it is tested where no GPU is lent.
+    from stem_loop.bench.inference import _device_figures, simulate_frames
+    from stem_loop.inference import Predictor
+
+    frames, conditions = simulate_frames(6, seed=1)
+    predictor = Predictor()
+    figures = _device_figures(predictor, frames, conditions, 4, 1, device="cpu")
+    assert figures["device"] == "cpu" and figures["batch"] == 4
+    assert figures["network"] > 0 and figures["end_to_end"] > 0
+    assert figures["front_end"] is None or figures["front_end"] > 0
+    assert next(predictor.model.parameters()).device.type == "cpu"
