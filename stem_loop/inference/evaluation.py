@@ -143,7 +143,10 @@ def report(
         )
     everything = np.arange(len(run_group))
     z = {k: np.abs(res["values"][k] - truth[k]) / res["std"][k] for k in DESCRIPTOR_NAMES}
-    coverage = {k: float(np.nanmean(z[k] <= 1.0)) for k in DESCRIPTOR_NAMES}
+    coverage = {
+        k: float(np.mean(z[k][np.isfinite(z[k])] <= 1.0)) if np.isfinite(z[k]).any() else np.nan
+        for k in DESCRIPTOR_NAMES
+    }
     summary = dict(
         dose=top,
         frames=int(len(everything)),

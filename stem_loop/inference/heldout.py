@@ -85,26 +85,42 @@ def build_heldout(
     *,
     settings: MultisliceSettings | None = None,
     progress: bool = False,
+    partial: bool = False,
 ) -> Path:
-    """Compute the held-out set into ``path`` (resumable: finished runs are kept beside it)."""
+    """Compute the held-out set into ``path`` (resumable: finished runs are kept beside it).
+
+    Runs are computed one condition at a time round-robin (the first run of every material and
+    voltage, then the second ...), so an interrupted build covers every condition early.
+    With ``partial``, only runs already computed are assembled (nothing new is computed).
+    """
     path = Path(path)
     runs = plan_heldout() if runs is None else runs
     settings = settings or MultisliceSettings(box_nm=8.0)
     parts = path.with_suffix(".parts")
     parts.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple, list[int]] = {}
     for i, run in enumerate(runs):
+        groups.setdefault((run.conditions.material, run.conditions.voltage_kv), []).append(i)
+    order = [
+        i for rank in range(len(runs)) for g in groups.values() if rank < len(g) for i in [g[rank]]
+    ]
+    for i in [] if partial else order:
         part = parts / f"run{i:03d}.npy"
         if part.exists():
             continue
         start = time.perf_counter()
-        np.save(part.with_suffix(".tmp.npy"), compute_run(run, settings).astype(np.float16))
-        part.with_suffix(".tmp.npy").rename(part)
+        np.save(parts / f"run{i:03d}.tmp.npy", compute_run(runs[i], settings).astype(np.float16))
+        (parts / f"run{i:03d}.tmp.npy").rename(part)
         if progress:
             print(f"  held-out run {i + 1}/{len(runs)}: {time.perf_counter() - start:.0f} s")
-    counts = np.concatenate([np.load(parts / f"run{i:03d}.npy") for i in range(len(runs))])
+    done = [i for i in range(len(runs)) if (parts / f"run{i:03d}.npy").exists()]
+    if not done:
+        raise FileNotFoundError(f"no held-out runs computed in {parts}")
+    counts = np.concatenate([np.load(parts / f"run{i:03d}.npy") for i in done])
+    kept = [runs[i] for i in done]
     n_t = len(HELDOUT_THICKNESSES_NM)
-    table = {name: [] for name in DESCRIPTOR_NAMES}
-    for run in runs:
+    table: dict[str, list[float]] = {name: [] for name in DESCRIPTOR_NAMES}
+    for run in kept:
         values = dict(
             exx=run.strain[0],
             eyy=run.strain[1],
@@ -121,9 +137,11 @@ def build_heldout(
         runs=[
             dict(
                 conditions=r.conditions.as_dict(),
-                **{k: v for k, v in asdict(r).items() if k != "conditions"},
+                strain=list(r.strain),
+                tilt_mrad=list(r.tilt_mrad),
+                center_offset_px=list(r.center_offset_px),
             )
-            for r in runs
+            for r in kept
         ],
         thicknesses_nm=list(HELDOUT_THICKNESSES_NM),
         stored_dose=STORED_DOSE,
@@ -132,7 +150,7 @@ def build_heldout(
     np.savez_compressed(
         path,
         counts=counts,
-        run_index=np.repeat(np.arange(len(runs)), n_t),
+        run_index=np.repeat(np.arange(len(kept)), n_t),
         meta=np.array(json.dumps(meta)),
         **{name: np.asarray(v, dtype=np.float32) for name, v in table.items()},
     )
