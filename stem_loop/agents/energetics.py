@@ -61,7 +61,9 @@ class EnergeticsAgent(CallbackBase):
     ----------
     records : list of dict
         Published answers in completion order: the estimate's fields plus ``run_uid``,
-        ``seq_num`` and the descriptor uncertainties ``exx_std`` … when the event had them.
+        ``seq_num`` and the descriptor uncertainties ``exx_std`` … when the event had them;
+        with all three, also ``std_from_descriptors_mev_per_atom`` (the strain uncertainty
+        propagated through the surrogate) and ``std_total_mev_per_atom`` (both combined).
     queue : queue.Queue
         The same records, for a plan to ``get``.
     """
@@ -125,7 +127,8 @@ class EnergeticsAgent(CallbackBase):
         Returns
         -------
         list of int
-            The request indices, one per position.
+            The request indices, one per position (-1 for a rejected strain, whose record
+            says why).
         """
         columns = {n: np.atleast_1d(np.asarray(descriptors[n], float)) for n in STRAIN_NAMES}
         stds = {
@@ -141,11 +144,36 @@ class EnergeticsAgent(CallbackBase):
         return indices
 
     def _request(self, strain, context: dict[str, Any]) -> int:
-        return self.service.request(strain, context)
+        try:
+            return self.service.request(strain, context)
+        except ValueError as err:  # NaN or absurd strain: report it, never break the run
+            record = {
+                "index": -1,
+                "strain": [float(v) for v in strain],
+                "energy_mev_per_atom": float("nan"),
+                "std_mev_per_atom": float("nan"),
+                "source": "rejected",
+                "calculator": self.service.settings.as_dict(),
+                "wall_s": 0.0,
+                "reason": str(err),
+                **context,
+            }
+            with self._lock:
+                self.records.append(record)
+            self.queue.put(record)
+            return -1
 
     # -- answers -------------------------------------------------------------------------------
     def _on_estimate(self, estimate: EnergyEstimate) -> None:
         record = estimate.as_dict()
+        stds = [record.get(f"{n}_std") for n in STRAIN_NAMES]
+        if all(v is not None for v in stds):
+            # The strain itself is uncertain: propagate it and add it to the model's sigma.
+            from_descriptors = self.service.propagated_std(estimate.strain, stds)
+            record["std_from_descriptors_mev_per_atom"] = from_descriptors
+            record["std_total_mev_per_atom"] = float(
+                np.hypot(estimate.std_mev_per_atom, from_descriptors)
+            )
         with self._lock:
             self.records.append(record)
         self.queue.put(record)
@@ -168,8 +196,9 @@ class EnergeticsAgent(CallbackBase):
 class EnergeticsReadout(StandardReadable):
     """Soft signals holding one energetics record, read into the ``energetics`` stream.
 
-    Readings: ``exx``, ``eyy``, ``exy``, ``energy_mev_per_atom``, ``energy_std_mev_per_atom``,
-    ``source`` (``dft``, ``cache``, ``surrogate``, ``failed``), ``dft_wall_s``,
+    Readings: ``exx``, ``eyy``, ``exy``, ``energy_mev_per_atom``, ``energy_std_mev_per_atom``
+    (of the energy model), ``energy_std_total_mev_per_atom`` (with the strain uncertainty),
+    ``source`` (``dft``, ``cache``, ``surrogate``, ``failed``, ``rejected``), ``dft_wall_s``,
     ``position_seq_num`` (the ``seq_num`` of the descriptors event), ``reason``;
     configuration: ``calculator`` (the GPAW settings as JSON).
     """
@@ -181,6 +210,7 @@ class EnergeticsReadout(StandardReadable):
             self.exy = soft_signal_rw(float, 0.0)
             self.energy_mev_per_atom = soft_signal_rw(float, 0.0, units="meV/atom")
             self.energy_std_mev_per_atom = soft_signal_rw(float, 0.0, units="meV/atom")
+            self.energy_std_total_mev_per_atom = soft_signal_rw(float, 0.0, units="meV/atom")
             self.source = soft_signal_rw(str, "")
             self.dft_wall_s = soft_signal_rw(float, 0.0, units="s")
             self.position_seq_num = soft_signal_rw(int, 0)
@@ -212,6 +242,8 @@ def emit_energetics(readout: EnergeticsReadout, records: Iterable[Mapping[str, A
             readout.exy, float(exy),
             readout.energy_mev_per_atom, float(r["energy_mev_per_atom"]),
             readout.energy_std_mev_per_atom, float(r["std_mev_per_atom"]),
+            readout.energy_std_total_mev_per_atom,
+            float(r.get("std_total_mev_per_atom", r["std_mev_per_atom"])),
             readout.source, str(r["source"]),
             readout.dft_wall_s, float(r["wall_s"]),
             readout.position_seq_num, int(r.get("seq_num") or 0),

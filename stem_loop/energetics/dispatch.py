@@ -130,10 +130,16 @@ class _Backend:
             self.executor.shutdown(wait=False, cancel_futures=True)
         else:
             self.executor.shutdown(wait=False)  # ClientExecutor: cancels what is pending
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        quiet = logging.getLogger("distributed")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # The shutdown chatter of the scheduler we own.
+        try:
+            if self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            quiet.setLevel(level)
 
 
 _LOST = (BrokenProcessPool, CancelledError, EOFError, ConnectionError)

@@ -198,7 +198,8 @@ class EnergyService:
     def key(self, strain) -> Strain:
         """The rounded strain that identifies a structure."""
         r = self.resolution
-        return tuple(float(np.round(v / r) * r) + 0.0 for v in strain)  # type: ignore[return-value]
+        # Round to the grid, then to 12 decimals so 0.0079 prints as 0.0079; -0.0 becomes 0.0.
+        return tuple(round(float(np.round(v / r) * r), 12) + 0.0 for v in strain)  # type: ignore[return-value]
 
     def request(self, strain, context: dict[str, Any] | None = None) -> int:
         """Ask for the energy at ``strain = (exx, eyy, exy)``; return the request index.
@@ -363,6 +364,27 @@ class EnergyService:
                 callback(estimate)
             except Exception:  # noqa: BLE001 - a subscriber must not break the service
                 log.exception("energetics subscriber failed")
+
+    def propagated_std(self, strain, strain_std) -> float:
+        """Energy uncertainty (meV/atom) caused by an uncertain strain measurement.
+
+        First-order propagation through the surrogate's mean,
+        ``sqrt(sum_i (dE/de_i * std_i)^2)``, with central differences of 1e-5 strain.
+
+        Parameters
+        ----------
+        strain : sequence of float
+            ``(exx, eyy, exy)``.
+        strain_std : sequence of float
+            Standard deviations of the three components (e.g. the network's ``*_std``).
+        """
+        h = 1e-5
+        x = np.asarray(strain, float)
+        steps = np.vstack([x + h * np.eye(3), x - h * np.eye(3)])
+        with self._lock:
+            mean, _ = self.surrogate.predict(steps)
+        gradient = (mean[:3] - mean[3:]) / (2 * h)
+        return float(np.sqrt(np.sum((gradient * np.asarray(strain_std, float)) ** 2)))
 
     # -- waiting -------------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ number of plane waves changes discontinuously): about 5 µeV/atom at 300 eV and 
 400 eV. k-points: Gamma-centred grids (even Monkhorst-Pack grids break the cubic symmetry of
 the fcc cell and leave a shear stress on the reference). From 4x4x4 to 6x6x6 the relaxed
 lattice constant moves from 5.487 to 5.477 Angstrom and the strain energies by about 2 %, so
-production Si uses 400 eV and 6x6x6 (one energy: ~16 s on one loaded core).
+production Si uses 400 eV and 6x6x6 (one energy: 16-35 s on one core of a loaded machine).
 """
 
 from __future__ import annotations

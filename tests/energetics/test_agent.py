@@ -35,6 +35,8 @@ class DescriptorSource(StandardReadable):
             self.eyy = soft_signal_rw(float, 0.0)
             self.exy = soft_signal_rw(float, 0.0)
             self.exx_std = soft_signal_rw(float, 0.0)
+            self.eyy_std = soft_signal_rw(float, 0.0)
+            self.exy_std = soft_signal_rw(float, 0.0)
         super().__init__(name=name)
 
 
@@ -56,7 +58,7 @@ def test_energetics_stream_lands_in_the_same_run(RE, tiled_catalog, agent):
         start = time.perf_counter()
         for exx, eyy, exy in STRAINS:
             yield from bps.mv(source.exx, exx, source.eyy, eyy, source.exy, exy)
-            yield from bps.mv(source.exx_std, 0.0005)
+            yield from bps.mv(source.exx_std, 0.0005, source.eyy_std, 0.0005, source.exy_std, 0.0)
             yield from bps.trigger_and_read([source], name="descriptors")
         timing["descriptors_s"] = time.perf_counter() - start
         emitted = yield from wait_and_emit_energetics(agent, readout, timeout_s=240)
@@ -89,6 +91,12 @@ def test_energetics_stream_lands_in_the_same_run(RE, tiled_catalog, agent):
     # Provenance travels with the records: settings and the descriptor uncertainty.
     assert agent.records[0]["calculator"]["ecut_ev"] == 250.0
     assert all(r["exx_std"] == 0.0005 for r in agent.records)
+    # A 0.05 % strain uncertainty on a ~0.5 % strain: a few % of the energy, added to sigma.
+    for r in agent.records:
+        assert 0 < r["std_from_descriptors_mev_per_atom"] < r["energy_mev_per_atom"]
+        assert r["std_total_mev_per_atom"] >= r["std_mev_per_atom"]
+    total = np.asarray(stream["energetics-energy_std_total_mev_per_atom"].read())
+    assert np.all(total >= std) and np.any(total > std)
     assert all(r["run_uid"] == uid for r in agent.records)
 
 
@@ -107,3 +115,7 @@ def test_descriptor_arrays_of_a_finished_run(agent):
     assert records[3]["source"] == "cache"
     assert records[3]["energy_mev_per_atom"] == records[0]["energy_mev_per_atom"]
     assert {r["run_uid"] for r in records} == {"finished-run"}
+    # A nonsense strain is answered with its reason, not an exception into the RunEngine.
+    assert agent.consume({"exx": [np.nan], "eyy": [0.0], "exy": [0.0]}) == [-1]
+    (rejected,) = agent.take()
+    assert rejected["source"] == "rejected" and "finite" in rejected["reason"]
