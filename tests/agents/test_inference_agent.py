@@ -283,3 +283,75 @@ def test_stream_names_are_the_contract_s_descriptor_names():
     from stem_loop.inference.network import OUTPUTS
 
     assert DESCRIPTOR_NAMES == tuple(CONTRACT) == tuple(OUTPUTS)
+
+
+def test_a_failed_scan_still_gets_descriptors_for_what_it_recorded(
+    tiled_catalog, microscope, predictor, conditions
+):
+    import bluesky.preprocessors as bpp
+
+    collector = Collector()
+    agent = InferenceAgent(predictor, conditions, batch_size=8)
+    agent.forward_to(make_writer(tiled_catalog)).forward_to(collector)
+    engine = RunEngine({})
+    engine.subscribe(agent)
+    scan_gen, det = make_sim_devices(microscope, tiled_catalog.hdf5_dir)
+    x, y = _positions(microscope, 3, seed=7)
+
+    @bpp.stage_decorator([det, scan_gen])
+    @bpp.run_decorator(md={"purpose": "fails after three frames"})
+    def drifting():
+        for xi, yi in zip(x, y, strict=True):
+            yield from bps.mv(scan_gen.x, xi, scan_gen.y, yi)
+            yield from bps.trigger_and_read([det, scan_gen.x, scan_gen.y])
+        raise RuntimeError("the sample drifted away")
+
+    with pytest.raises(RuntimeError, match="drifted"):
+        engine(drifting())
+    uid = collector.of("start")[0]["uid"]
+    run = tiled_catalog.client[uid]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    stream = run["descriptors"].read()
+    np.testing.assert_allclose(stream["x_nm"], x)
+    np.testing.assert_array_equal(stream["frame_seq_num"], [1, 2, 3])
+    assert collector.names()[-1] == "stop"
+
+
+class SlowPredictor:
+    def __init__(self, predictor, delay_s: float) -> None:
+        self.predictor, self.delay_s = predictor, delay_s
+
+    def predict(self, frames, conditions):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.predictor.predict(frames, conditions)
+
+
+def test_a_stuck_backlog_does_not_hold_the_stop_forever(
+    tiled_catalog, microscope, predictor, conditions
+):
+    import threading
+
+    batches, done = [], threading.Event()
+
+    def listen(batch):
+        batches.append(batch)
+        done.set()
+
+    agent = InferenceAgent(
+        SlowPredictor(predictor, 1.5),
+        conditions,
+        max_latency_s=60.0,  # nothing is inferred before the stop
+        stop_timeout_s=0.2,
+        listeners=[listen],
+    )
+    run, collector, _ = _scan(tiled_catalog, microscope, agent, 4)
+    # The stop went on without the descriptors; the primary stream is complete.
+    assert np.asarray(run["primary"]["det-image"].read()).shape == (4, 128, 128)
+    assert "descriptors" not in run
+    assert run.metadata["stop"]["num_events"] == {"primary": 4}
+    # The late results still reach the listeners, never the closed run.
+    assert done.wait(10)
+    assert sum(len(b) for b in batches) == 4
+    assert not collector.of("event_page")
