@@ -4,11 +4,12 @@
 document it receives to its downstream callbacks (the Tiled writer, the energetics agent) and
 inserts a ``descriptors`` stream of its own into the run:
 
-* on ``stream_resource`` for the detector's image key it opens the HDF5 file (SWMR read);
-* on ``stream_datum`` it reads the frame range ``[start, stop)`` from the file;
-* frames are batched (``batch_size`` frames or ``max_latency_s`` seconds, whichever first) and
-  run through :class:`~stem_loop.inference.Predictor` on a worker thread, so the RunEngine is
-  never blocked by the network while a scan runs;
+* on ``stream_resource`` for the detector's image key it notes the HDF5 file and dataset;
+* on ``stream_datum`` it notes the frame range ``[start, stop)`` and its ``seq_num`` values;
+* frames are batched (``batch_size`` frames or ``max_latency_s`` seconds, whichever first),
+  read from the file (h5py, SWMR) when their batch is due and run through
+  :class:`~stem_loop.inference.Predictor` on a worker thread, so the RunEngine is never
+  blocked by the network while a scan runs and memory stays bounded;
 * each batch becomes an ``event_page`` of stream ``descriptors`` (composed with
   ``event_model``) holding, per frame, the six descriptors, their ``<name>_std``, ``ood``,
   ``reason``, ``frame_seq_num`` (the frame's ``seq_num`` in its own stream, also used as the
@@ -23,10 +24,11 @@ Faults never lose acquired data nor reach the RunEngine: an unreadable file, a m
 or a predictor exception is logged and the frames concerned are published with NaN descriptors,
 ``ood=True`` and the cause in ``reason``; every RunEngine document is forwarded regardless.
 
-Wiring (what ``profile_collection/startup/10-storage.py`` does)::
+Wiring (what ``profile_collection/startup/10-storage.py`` and ``25-inference.py`` do)::
 
-    agent = InferenceAgent(conditions=BeamConditions())
+    agent = InferenceAgent()
     RE, bec = make_run_engine(catalog, wrap_writer=agent.forward_to)
+    agent.conditions = microscope_conditions(microscope)
 """
 
 from __future__ import annotations
@@ -351,6 +353,13 @@ class InferenceAgent:
         """Call ``listener(batch)`` with every published :class:`DescriptorBatch`."""
         self.listeners.append(listener)
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the worker thread once it has handled what is queued (it restarts if needed)."""
+        worker = self._worker
+        if worker is not None and worker.is_alive():
+            self._tasks.put(("close",))
+            worker.join(timeout_s)
+
     # -- RunEngine side ------------------------------------------------------------------------
     def __call__(self, name: str, doc: Document) -> None:
         """Route one RunEngine document (never raises)."""
@@ -440,15 +449,21 @@ class InferenceAgent:
                 task = self._tasks.get(timeout=timeout)
             except queue.Empty:
                 task = None
+            if task is not None and task[0] == "close":
+                return
             try:
                 if task is not None:
                     self._handle(task)
                     # Take what else is queued (positions of the same collect) before inferring.
                     while True:
                         try:
-                            self._handle(self._tasks.get_nowait())
+                            more = self._tasks.get_nowait()
                         except queue.Empty:
                             break
+                        if more[0] == "close":
+                            self._flush_due(force=False)
+                            return
+                        self._handle(more)
                 self._flush_due(force=False)
             except Exception:
                 logger.exception("inference agent: worker step failed")
