@@ -160,12 +160,12 @@ def conditions_from_start(start: Mapping[str, Any], default: Any = None) -> Any:
     ----------
     start : mapping
         The run's start document.
-    default : BeamConditions, optional
+    default : stem_loop.inference.BeamConditions, optional
         Used for whatever the start document does not say.
 
     Returns
     -------
-    BeamConditions or None
+    stem_loop.inference.BeamConditions or None
         None when neither the start document nor ``default`` says enough.
     """
     from stem_loop.inference import BeamConditions
@@ -270,9 +270,9 @@ class InferenceAgent:
 
     Parameters
     ----------
-    predictor : Predictor, optional
+    predictor : stem_loop.inference.Predictor, optional
         The network; default: the shipped weights, loaded when the first frames arrive.
-    conditions : BeamConditions or callable, optional
+    conditions : stem_loop.inference.BeamConditions or callable, optional
         Beam conditions of the frames when the start document does not give them (see
         `conditions_from_start`); a callable is asked at each run's start (see
         `microscope_conditions`).
