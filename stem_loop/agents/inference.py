@@ -37,7 +37,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,6 +295,10 @@ class InferenceAgent:
         Name of the added stream.
     background : bool
         Read and infer on a worker thread (default); ``False`` does it inside the callback.
+    workers : int
+        Batches inferred at once on threads of their own (with ``background``). More than one
+        pays off with ``torch.set_num_threads(1)``: the batches run side by side on the cores
+        instead of one batch's threads waiting for each other. Pages stay in frame order.
     stop_timeout_s : float
         Longest wait for the backlog at the end of a run before the stop document is forwarded
         anyway (later results of that run are then only given to listeners).
@@ -316,11 +322,14 @@ class InferenceAgent:
         background: bool = True,
         stop_timeout_s: float = 600.0,
         position_wait_s: float = 2.0,
+        workers: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not max_latency_s >= 0:
             raise ValueError(f"max_latency_s must be >= 0, got {max_latency_s}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.predictor = predictor
         self.conditions = conditions
         self.downstream: list[Callback] = list(downstream)
@@ -342,6 +351,10 @@ class InferenceAgent:
         self._tasks: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._predictor_error = ""
+        self.workers = int(workers) if background else 1
+        self._pool: ThreadPoolExecutor | None = None
+        # Batches being inferred, oldest first: (future, run uid, run, chunks).
+        self._inflight: deque[tuple[Future, str, _Run, list[_Chunk]]] = deque()
 
     # -- wiring --------------------------------------------------------------------------------
     def forward_to(self, callback: Callback) -> InferenceAgent:
@@ -359,6 +372,9 @@ class InferenceAgent:
         if worker is not None and worker.is_alive():
             self._tasks.put(("close",))
             worker.join(timeout_s)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     # -- RunEngine side ------------------------------------------------------------------------
     def __call__(self, name: str, doc: Document) -> None:
@@ -450,6 +466,7 @@ class InferenceAgent:
             except queue.Empty:
                 task = None
             if task is not None and task[0] == "close":
+                self._drain(block=True)
                 return
             try:
                 if task is not None:
@@ -462,8 +479,10 @@ class InferenceAgent:
                             break
                         if more[0] == "close":
                             self._flush_due(force=False)
+                            self._drain(block=True)
                             return
                         self._handle(more)
+                self._drain(block=False)
                 self._flush_due(force=False)
             except Exception:
                 logger.exception("inference agent: worker step failed")
@@ -487,6 +506,7 @@ class InferenceAgent:
                 return
             try:
                 self._flush(uid, run, force=True)
+                self._drain(block=True)
             finally:
                 for file in run.files.values():
                     try:
@@ -498,6 +518,8 @@ class InferenceAgent:
                 self._runs.pop(uid, None)
                 for desc in [d for d, r in self._run_of_descriptor.items() if r == uid]:
                     del self._run_of_descriptor[desc]
+            return
+        if kind == "done":  # a batch finished on the pool: _work drains it
             return
         _, doc = task
         if kind == "stream_resource":
@@ -643,7 +665,6 @@ class InferenceAgent:
         reason = [""] * n
         spans, lo = [], 0
         for chunk in chunks:
-            self._load(run, chunk)
             spans.append((lo, lo + len(chunk.seq_num), chunk))
             lo += len(chunk.seq_num)
         good = [(a, b, c) for a, b, c in spans if c.frames is not None]
@@ -682,7 +703,34 @@ class InferenceAgent:
         return values, std, ood, reason, failed
 
     def _publish(self, uid: str, run: _Run, chunks: list[_Chunk]) -> None:
-        values, std, ood, reason, failed = self._infer(run, chunks)
+        """Infer a batch (here, or on the pool) and emit it once it and those before it are done."""
+        for chunk in chunks:  # file reads stay on this thread
+            self._load(run, chunk)
+        if self.workers == 1:
+            self._emit(uid, run, chunks, self._infer(run, chunks))
+            return
+        self._load_predictor()  # once, here, not racing on the pool
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+        future = self._pool.submit(self._infer, run, chunks)
+        future.add_done_callback(lambda _: self._tasks.put(("done",)))
+        self._inflight.append((future, uid, run, chunks))
+        while len(self._inflight) > 2 * self.workers:  # bounded memory: wait for the oldest
+            self._drain(block=True, limit=1)
+        self._drain(block=False)
+
+    def _drain(self, *, block: bool, limit: int | None = None) -> None:
+        """Emit finished batches in order (all of them with ``block``)."""
+        emitted = 0
+        while self._inflight and (block or self._inflight[0][0].done()):
+            if limit is not None and emitted >= limit:
+                return
+            future, uid, run, chunks = self._inflight.popleft()
+            self._emit(uid, run, chunks, future.result())  # _infer never raises
+            emitted += 1
+
+    def _emit(self, uid: str, run: _Run, chunks: list[_Chunk], result: tuple) -> None:
+        values, std, ood, reason, failed = result
         seq = np.concatenate([c.seq_num for c in chunks]).astype(np.int64)
         descs = [c.descriptor for c in chunks for _ in range(len(c.seq_num))]
         xy = np.array(

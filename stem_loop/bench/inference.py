@@ -117,7 +117,9 @@ def _batches(n: int, batch: int) -> list[slice]:
     return [slice(lo, min(lo + batch, n)) for lo in range(0, n, batch)]
 
 
-def _cpu_figures(predictor, frames, conditions, path: Path, batch: int, repeats: int) -> dict:
+def _cpu_figures(
+    predictor, frames, conditions, path: Path, batch: int, repeats: int, workers: int = 1
+) -> dict:
     import h5py
     import torch
 
@@ -157,7 +159,7 @@ def _cpu_figures(predictor, frames, conditions, path: Path, batch: int, repeats:
                 dataset[s]
 
     read_s = timed("read_hdf5", read_only)
-    agent_s = timed("agent", lambda: _through_agent(predictor, conditions, path, n, batch))
+    agent_s = timed("agent", lambda: _through_agent(predictor, conditions, path, n, batch, workers))
     return {
         "read_hdf5": _rate(n, read_s),
         "front_end": _rate(n, front_s),
@@ -168,8 +170,11 @@ def _cpu_figures(predictor, frames, conditions, path: Path, batch: int, repeats:
     }
 
 
-def _through_agent(predictor, conditions, path: Path, n: int, batch: int) -> None:
-    """Feed the file to an InferenceAgent as a run's documents (no positions, inline)."""
+def _through_agent(predictor, conditions, path: Path, n: int, batch: int, workers: int = 1) -> None:
+    """Feed the file to an InferenceAgent as a run's documents (no positions).
+
+    One worker: inline, in the callback. More: on the agent's threads (the stop waits).
+    """
     from event_model import compose_run
 
     from stem_loop.agents.inference import InferenceAgent
@@ -181,7 +186,13 @@ def _through_agent(predictor, conditions, path: Path, n: int, batch: int) -> Non
             pages.append(len(doc["seq_num"]))
 
     agent = InferenceAgent(
-        predictor, conditions, downstream=[count], batch_size=batch, background=False
+        predictor,
+        conditions,
+        downstream=[count],
+        batch_size=batch,
+        background=workers > 1,
+        workers=workers,
+        max_latency_s=0.0,
     )
     run = compose_run()
     agent("start", run.start_doc)
@@ -209,6 +220,7 @@ def _through_agent(predictor, conditions, path: Path, n: int, batch: int) -> Non
         )
         agent("stream_datum", datum)
     agent("stop", run.compose_stop())
+    agent.close()
     if sum(pages) != n:
         raise RuntimeError(f"the agent published {sum(pages)} of {n} frames")
 
@@ -301,6 +313,7 @@ def run_inference_bench(
     threads: int | None = None,
     batch: int = 256,
     repeats: int = 2,
+    workers: int = 1,
     gpu: bool = True,
     accuracy: bool = True,
     doses: tuple[float, ...] | None = None,
@@ -319,6 +332,8 @@ def run_inference_bench(
         Frames per batch (read, front end, network).
     repeats : int
         Each figure is the best of this many runs.
+    workers : int
+        Batches the agent infers at once (its ``workers``).
     gpu : bool
         Also measure on a CUDA device if one is available.
     accuracy : bool
@@ -351,7 +366,7 @@ def run_inference_bench(
     data, conditions = simulate_frames(frames, seed)
     with tempfile.TemporaryDirectory(prefix="stem-loop-bench-") as tmp:
         path = write_frames(Path(tmp) / "frames.h5", data)
-        cpu = _cpu_figures(predictor, data, conditions, path, batch, repeats)
+        cpu = _cpu_figures(predictor, data, conditions, path, batch, repeats, workers)
     gpu_figures = None
     if gpu and torch.cuda.is_available():
         gpu_batch = max(batch, min(frames, GPU_BATCH))
@@ -360,6 +375,7 @@ def run_inference_bench(
         "frames": frames,
         "frame_shape": list(data.shape[1:]),
         "batch": batch,
+        "agent_workers": workers,
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get(OMP_ENV, "").lower() or "default (active)",
         "cpu_count": os.cpu_count(),
@@ -395,12 +411,12 @@ def _text(result: dict[str, Any]) -> str:
         "front_end": "front end alone",
         "network": "network alone",
         "end_to_end": "end to end (read + front end + network)",
-        "agent": "inference agent (documents in, event pages out)",
+        "agent": f"inference agent, {result['agent_workers']} worker(s) (documents in, pages out)",
     }
-    lines.append(f"  {'':<55}{'frames/s':>10}{'frames/CPU-s':>14}")
+    lines.append(f"  {'':<61}{'frames/s':>10}{'frames/CPU-s':>14}")
     per_cpu = result["cpu"]["per_cpu_second"]
     for key, label in names.items():
-        lines.append(f"  CPU  {label:<50}{result['cpu'][key]:>10.0f}{per_cpu[key]:>14.0f}")
+        lines.append(f"  CPU  {label:<56}{result['cpu'][key]:>10.0f}{per_cpu[key]:>14.0f}")
     lines.append(
         "  (frames/CPU-s: frames per second of this process's CPU time, all threads; "
         "less sensitive to other jobs' load than wall-clock frames/s)"
@@ -411,7 +427,7 @@ def _text(result: dict[str, Any]) -> str:
         for key in ("front_end", "network", "end_to_end"):
             value = gpu.get(key)
             shown = f"{value:>10.0f}" if value else f"  n/a ({gpu.get(key + '_error')})"
-            lines.append(f"  GPU  {names[key]:<50}{shown}")
+            lines.append(f"  GPU  {names[key]:<56}{shown}")
     else:
         lines.append("  GPU: no CUDA device")
     return "\n".join(lines)
@@ -428,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--batch", type=int, default=256, help="frames per batch")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="batches the agent infers at once (threads)"
+    )
     parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA device")
     parser.add_argument(
         "--no-accuracy", action="store_true", help="skip the held-out accuracy report"
@@ -449,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         if "torch" in sys.modules and os.environ.get(OMP_ENV, "").lower() != args.omp_wait_policy:
             parser.error("--omp-wait-policy must be set before torch is imported; use the env")
         os.environ[OMP_ENV] = args.omp_wait_policy.upper()
-    for name in ("frames", "batch", "repeats", "threads"):
+    for name in ("frames", "batch", "repeats", "threads", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be at least 1")
@@ -464,6 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         batch=args.batch,
         repeats=args.repeats,
+        workers=args.workers,
         gpu=not args.no_gpu,
         accuracy=not args.no_accuracy,
         doses=doses,

@@ -276,6 +276,8 @@ def test_bad_settings_are_refused():
         InferenceAgent(batch_size=0)
     with pytest.raises(ValueError, match="max_latency_s"):
         InferenceAgent(max_latency_s=-1)
+    with pytest.raises(ValueError, match="workers"):
+        InferenceAgent(workers=0)
 
 
 def test_stream_names_are_the_contract_s_descriptor_names():
@@ -355,3 +357,20 @@ def test_a_stuck_backlog_does_not_hold_the_stop_forever(
     assert done.wait(10)
     assert sum(len(b) for b in batches) == 4
     assert not collector.of("event_page")
+
+
+def test_parallel_workers_keep_frame_order_and_values(tmp_path, microscope, predictor, conditions):
+    frames = microscope.acquire(*_positions(microscope, 11, seed=8))
+    path = write_frames(tmp_path / "frames.h5", frames)
+    agent = InferenceAgent(predictor, conditions, batch_size=2, max_latency_s=0.0, workers=3)
+    collector = _feed_file(agent, path, len(frames))
+    agent.close()
+    pages = collector.of("event_page")
+    assert len(pages) >= 6  # batches of two (or fewer), inferred on three threads
+    seq = np.concatenate([p["seq_num"] for p in pages])
+    np.testing.assert_array_equal(seq, np.arange(1, 12))
+    expected = predictor.predict(frames, conditions)
+    data = _page_data(collector)
+    np.testing.assert_allclose(data["exx"], expected.values["exx"], rtol=1e-5, equal_nan=True)
+    np.testing.assert_array_equal(data["ood"], expected.ood)
+    assert collector.names()[-1] == "stop"
