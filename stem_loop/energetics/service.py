@@ -115,6 +115,10 @@ class EnergyService:
         Skip the relaxation (e.g. read earlier); must match ``settings``.
     noise_mev : float
         Standard deviation reported for DFT energies (their numerical noise).
+    min_dft_points : int
+        The surrogate answers only once it holds this many DFT energies: near zero strain
+        the prior's σ alone is below the tolerance, but its mean (zero) is uninformed.
+        Until then positions wait for running jobs, or go to DFT when none is running.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class EnergyService:
         resolution: float = 1e-6,
         reference: Reference | None = None,
         noise_mev: float = 0.005,
+        min_dft_points: int = 3,
     ) -> None:
         self.material = get_material(material)
         self.settings = settings
@@ -134,6 +139,7 @@ class EnergyService:
         self.tolerance_mev = tolerance_mev
         self.resolution = resolution
         self.noise_mev = noise_mev
+        self.min_dft_points = min_dft_points
         self.surrogate = StrainEnergyGP()
         self.results: list[EnergyEstimate] = []
         self.queue: queue.Queue[EnergyEstimate] = queue.Queue()
@@ -246,11 +252,12 @@ class EnergyService:
                 return
             elif self.tolerance_mev is not None:
                 mean, std = self.surrogate.predict([strain])
-                if std[0] <= self.tolerance_mev:
+                informed = self.surrogate.n_observations >= self.min_dft_points
+                if informed and std[0] <= self.tolerance_mev:
                     self._publish(self._surrogate(index, strain, mean[0], std[0]))
                     return
                 _, std_all = self.surrogate.predict([strain], self._pending_strains())
-                if std_all[0] <= self.tolerance_mev:
+                if self._pending and (std_all[0] <= self.tolerance_mev or not informed):
                     self._deferred.append((index, strain))
                     return
                 submit = strain not in self._failed
