@@ -178,6 +178,9 @@ def _text(summary: dict[str, Any], out: Path) -> str:
     for name, rms in summary["rms_error"].items():
         scale, unit = (100.0, "%") if name in ("exx", "eyy", "exy") else (1.0, "")
         unit = unit or name.rsplit("_", 1)[-1]
+        if math.isnan(rms):
+            lines.append(f"{name:<14}{'n/a':>9} {unit:<3}{'n/a':>15}  (every frame flagged)")
+            continue
         lines.append(
             f"{name:<14}{rms * scale:>9.3g} {unit:<3}{summary['coverage_1sigma'][name]:>15.0%}"
         )
