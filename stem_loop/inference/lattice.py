@@ -193,7 +193,7 @@ class DiskLattice:
         design = torch.cat([torch.ones(len(self.hk), 1), torch.as_tensor(self.hk).float()], 1)
         self.design = design.double()  # (D, 3): origin, a*, b*
         crop = torch.arange(CROP_PX) - CROP_PX // 2
-        self.crop_offsets = crop[:, None] * (conditions.pixels + CROP_PX) + crop  # padded frame
+        self.crop_y, self.crop_x = crop[:, None], crop[None, :]
         self.corner = torch.round(self.nominal_px).to(torch.int64)  # (D, 2) window centres
         pixels = conditions.pixels
         iy = (self.corner[:, 1, None, None] + self.window_offsets[..., 0]).clamp(0, pixels - 1)
@@ -214,8 +214,12 @@ class DiskLattice:
             n, self.n_disks, self.size, self.size
         )
 
-    def measure(self, frames: torch.Tensor) -> tuple[LatticeFit, torch.Tensor]:
+    def measure(
+        self, frames: torch.Tensor, total: torch.Tensor | None = None
+    ) -> tuple[LatticeFit, torch.Tensor]:
         """Register the disks of ``frames`` ``(N, rows, cols)`` (counts) and fit the lattice.
+
+        ``total`` (counts per frame) is computed if not given.
 
         Returns
         -------
@@ -226,9 +230,8 @@ class DiskLattice:
         """
         frames = frames.to(torch.float32)
         n = frames.shape[0]
-        total = frames.sum((1, 2)).clamp_min(1.0)
-        root = frames.clamp_min(0).sqrt_()
-        raw = self._windows(root)
+        total = (frames.sum((1, 2)) if total is None else total).clamp_min(1.0)
+        raw = self._windows(frames).clamp_min_(0).sqrt_()  # only the windows, not whole frames
         corner = self.corner.expand(n, -1, -1)
         window_spectrum = torch.fft.rfft2(raw)
         spectrum = window_spectrum * self.template_spectrum
@@ -264,7 +267,7 @@ class DiskLattice:
         weights = torch.einsum("ndyx,yx->nd", raw.square(), self.inside).double()
         weights = weights / total[:, None].double()
         fit = self._fit(positions, weights, peak)
-        return fit, self.crops(root / total.sqrt()[:, None, None], fit)
+        return fit, self.crops(frames, total, fit)
 
     def _fit(
         self, positions: torch.Tensor, weights: torch.Tensor, peak: torch.Tensor
@@ -295,24 +298,26 @@ class DiskLattice:
             peak=(peak * w).sum(-1).div(w.sum(-1)).float(),
         )
 
-    def crops(self, root_fraction: torch.Tensor, fit: LatticeFit) -> torch.Tensor:
+    def crops(self, frames: torch.Tensor, total: torch.Tensor, fit: LatticeFit) -> torch.Tensor:
         """Disks cut around the fitted lattice (nearest pixel), ``(N, D, CROP_PX, CROP_PX)``.
 
-        ``root_fraction`` is ``sqrt`` of the fraction of the frame's counts per pixel, which
-        evens out Poisson noise across doses; it is scaled to order one here. Pixels outside the
-        frame are zero; the sub-pixel offset of each disk stays visible to the network.
+        Values are ``sqrt`` of the fraction of the frame's counts per pixel (scaled to order
+        one), which evens out Poisson noise across doses. Pixels outside the frame are zero; the
+        sub-pixel offset of each disk stays visible to the network.
         """
-        n, rows, cols = root_fraction.shape
-        pad = CROP_PX // 2
-        padded = torch.nn.functional.pad(root_fraction * 30.0, (pad, pad, pad, pad))
+        n, rows, cols = frames.shape
         centres = fit.origin_px[:, None] + torch.einsum(
             "dj,nij->ndi", self.design[:, 1:].float(), fit.basis_px
         )  # (N, D, 2)
-        ix = torch.round(centres[..., 0]).long().clamp(0, cols - 1) + pad
-        iy = torch.round(centres[..., 1]).long().clamp(0, rows - 1) + pad
-        index = (iy * (cols + 2 * pad) + ix)[..., None, None] + self.crop_offsets
-        out = padded.reshape(n, -1).gather(1, index.reshape(n, -1))
-        return out.reshape(n, self.n_disks, CROP_PX, CROP_PX)
+        ix = torch.round(centres[..., 0]).long().clamp(0, cols - 1)[..., None, None]
+        iy = torch.round(centres[..., 1]).long().clamp(0, rows - 1)[..., None, None]
+        ix = ix + self.crop_x
+        iy = iy + self.crop_y
+        inside = (ix >= 0) & (ix < cols) & (iy >= 0) & (iy < rows)
+        index = iy.clamp(0, rows - 1) * cols + ix.clamp(0, cols - 1)
+        out = frames.reshape(n, -1).gather(1, index.reshape(n, -1)).reshape(index.shape)
+        scale = (900.0 / total)[:, None, None, None]  # (30 * sqrt(count / total))^2
+        return out.clamp_min_(0).mul_(scale).sqrt_().mul_(inside)
 
 
 def _parabola(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

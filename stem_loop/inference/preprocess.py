@@ -53,7 +53,7 @@ class Preprocessor:
         n = frames.shape[0]
         total = frames.sum((1, 2))
         saturated = (frames >= self.saturation).sum((1, 2))
-        fit, disks = self.lattice.measure(frames)
+        fit, disks = self.lattice.measure(frames, total)
         d = disks.shape[1]
         crops = torch.zeros((n, MAX_DISKS, *disks.shape[-2:]), dtype=torch.float32)
         crops[:, :d] = disks
