@@ -3,8 +3,9 @@
 Strain is measured from the reference lattice, so the reference must be the minimum of the
 very energy surface the strained structures are computed on (the experimental lattice
 constant is not the PBE one: Si relaxes from 5.431 to about 5.47 Angstrom). The relaxation
-fits a Birch-Murnaghan equation of state to energies on a grid of lattice constants, refits
-on a narrower grid around the first minimum, then computes the energy at the minimum. The
+fits a Birch-Murnaghan equation of state to energies on a grid of lattice constants
+(recentred until the minimum is inside), refits on a grid five times narrower, makes the final
+fit on all points within the first grid's span, then computes the energy at the minimum. The
 result is cached on disk keyed by material, structure-builder version and the physical
 settings, so it is computed once per machine.
 """
@@ -26,7 +27,7 @@ from .materials import MaterialModel, get_material
 from .settings import GPAWSettings
 from .structures import build_structure
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bumped when :func:`build_structure` changes what a reference means (invalidates caches)."""
 
 CACHE_ENV = "STEM_LOOP_CACHE"
@@ -178,10 +179,20 @@ def relax_reference(
         return Reference(**json.loads(path.read_text()))
     start = time.perf_counter()
     centre, width = model.nominal_lattice_a * 1.01, span
+    seen_a: list[float] = []
+    seen_e: list[float] = []
     for _ in range(8):
         lattice = centre * (1 + np.linspace(-width, width, points))
         energies = _energies(model, lattice, settings, dispatcher)
+        seen_a += lattice.tolist()
+        seen_e += energies.tolist()
         centre, bulk_modulus = fit_lattice_constant(model, lattice, energies)
+        if not (np.isfinite(centre) and bulk_modulus > 0):
+            raise ReferenceFailedError(
+                f"E(a) of {model.name} has no minimum near a = {lattice[points // 2]:.4f} A "
+                f"(fitted B = {bulk_modulus:.0f} GPa): the DFT settings are too coarse "
+                f"({settings.ecut_ev:g} eV, k {settings.kpts})"
+            )
         if not lattice[1] <= centre <= lattice[-2]:
             continue  # The minimum is near or beyond the edge: recentre, same width.
         if width <= span / 5:
@@ -191,6 +202,11 @@ def relax_reference(
         raise ReferenceFailedError(
             f"no energy minimum found for {model.name} near a = {centre:.4f} A"
         )
+    # Final fit on every point within the first grid's span of the minimum: the narrow grid
+    # pins the minimum, the wide one the curvature (bulk modulus) against basis-set noise.
+    near = np.abs(np.array(seen_a) / centre - 1) <= span * 1.001
+    lattice, energies = np.array(seen_a)[near], np.array(seen_e)[near]
+    centre, bulk_modulus = fit_lattice_constant(model, lattice, energies)
     (energy,) = _energies(model, np.array([centre]), settings, dispatcher)
     reference = Reference(
         material=model.name,

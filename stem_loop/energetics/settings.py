@@ -170,7 +170,9 @@ PRODUCTION: dict[str, GPAWSettings] = {
 # Small settings for tests and quick looks: same code path, seconds per energy.
 QUICK: dict[str, GPAWSettings] = {
     "Si": GPAWSettings(ecut_ev=250.0, kpts=(3, 3, 3), energy_tol_ev=1e-7, density_tol=1e-6),
-    "SrTiO3": GPAWSettings(ecut_ev=350.0, kpts=(2, 2, 2), energy_tol_ev=1e-7, density_tol=1e-6),
+    # No cheap SrTiO3 preset: at 350-450 eV or 2-3 k-points per axis E(a) is not even convex
+    # (O and Ti semicore need the cutoff), so "quick" only loosens the SCF.
+    "SrTiO3": GPAWSettings(ecut_ev=500.0, kpts=(4, 4, 4), energy_tol_ev=1e-7, density_tol=1e-6),
 }
 
 PRESETS: dict[str, dict[str, GPAWSettings]] = {"production": PRODUCTION, "quick": QUICK}

@@ -90,3 +90,20 @@ def test_internal_strain_model_removes_most_of_the_force(
     forces = {zeta: f.result(timeout=120).max_force_ev_per_a for zeta, f in futures.items()}
     assert forces[0.0] > 0.02  # eV/A: a 1 % crystal shear without relaxation pushes the atoms
     assert forces[si.internal_strain] < forces[0.0] / 3
+
+
+@pytest.mark.slow
+def test_srtio3_strain_energies(process_dispatcher):
+    """SrTiO3 [001] end to end with quick settings: its own reference, positive energies."""
+    from stem_loop.energetics import EnergyService, settings_for
+
+    service = EnergyService("SrTiO3", settings_for("SrTiO3", "quick"), process_dispatcher)
+    service.tolerance_mev = None
+    reference = service.wait_for_reference(timeout=1200)
+    assert 3.85 < reference.lattice_constant_a < 4.05  # PBE ~3.94 A
+    service.request_many([(0.01, 0, 0), (-0.01, 0, 0), (0, 0.01, 0), (0, 0, 0.01)])
+    assert service.wait(timeout=600)
+    e = [r.energy_mev_per_atom for r in service.ordered_results()]
+    assert all(v > 0.1 for v in e)
+    assert e[0] == pytest.approx(e[2], rel=1e-3)  # x and y are equivalent cube axes
+    assert e[0] == pytest.approx(e[1], rel=0.25)

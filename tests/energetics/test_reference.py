@@ -16,8 +16,10 @@ def test_reference_is_the_minimum_of_its_fit(quick_reference):
     a = np.array(quick_reference.eos_lattice_a)
     e = np.array(quick_reference.eos_energy_ev_per_atom)
     assert a.min() < quick_reference.lattice_constant_a < a.max()
-    # The computed energy at the minimum is below every grid point (to the DFT noise).
-    assert quick_reference.energy_ev_per_atom <= e.min() + 1e-6
+    # The computed energy at the minimum is below every grid point, to the basis-set noise
+    # (a few µeV/atom) of the quick settings; off the minimum E rises by up to ~8 meV/atom.
+    assert quick_reference.energy_ev_per_atom <= e.min() + 1e-5
+    assert e.max() - e.min() > 1e-3
     # Physical Si: a near 5.4-5.7 A with coarse k-points, B near the measured 98 GPa.
     assert 5.35 < quick_reference.lattice_constant_a < 5.7
     assert 50 < quick_reference.bulk_modulus_gpa < 130
