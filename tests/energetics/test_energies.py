@@ -93,8 +93,11 @@ def test_internal_strain_model_removes_most_of_the_force(
 
 
 @pytest.mark.slow
-def test_srtio3_strain_energies(process_dispatcher):
+def test_srtio3_strain_energies(process_dispatcher, request):
     """SrTiO3 [001] end to end with quick settings: its own reference, positive energies."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        # Nothing deselects slow tests by default yet; this one takes minutes.
+        pytest.skip("minutes of DFT: run with -m slow")
     from stem_loop.energetics import EnergyService, settings_for
 
     service = EnergyService("SrTiO3", settings_for("SrTiO3", "quick"), process_dispatcher)
