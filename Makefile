@@ -19,6 +19,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/stem-loop bench acquisition
 	$(VENV)/bin/stem-loop bench forward
+	$(VENV)/bin/stem-loop bench inference
+	$(VENV)/bin/stem-loop bench energetics
+	$(PY) -m pytest -m slow
 
 docs: $(STAMP)
 	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (acquisition, forward)",
+        help="run a benchmark (" + ", ".join(sorted(BENCHMARKS)) + ")",
         description="Run a benchmark and print its figures; options after the benchmark name "
         "go to the benchmark ('stem-loop bench acquisition --help' lists them, "
         "'--json' prints the result as JSON last).",

@@ -29,7 +29,7 @@ META_FILE = "descriptor_net.json"
 class TrainingSettings:
     """Optimisation settings."""
 
-    epochs: int = 30
+    epochs: int = 25
     batch: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
@@ -95,6 +95,7 @@ def train(
     checkpoint = out / "checkpoint.pt"
     history: list[dict] = []
     first_epoch = 0
+    best: dict | None = None  # weights of the epoch with the lowest validation NLL
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True)
         model.load_state_dict(state["model"])
@@ -102,6 +103,7 @@ def train(
         schedule.load_state_dict(state["schedule"])
         first_epoch = int(state["epoch"])
         history = json.loads(state["history"])
+        best = state.get("best")
         if progress:
             print(f"  resuming after epoch {first_epoch}", flush=True)
 
@@ -128,6 +130,8 @@ def train(
                 seconds=time.perf_counter() - start,
             )
         )
+        if len(history) == 1 or val_nll < min(h["val_nll"] for h in history[:-1]):
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         torch.save(
             dict(
                 model=model.state_dict(),
@@ -135,6 +139,7 @@ def train(
                 schedule=schedule.state_dict(),
                 epoch=epoch + 1,
                 history=json.dumps(history),
+                best=best,
             ),
             checkpoint,
         )
@@ -146,6 +151,9 @@ def train(
                 flush=True,
             )
 
+    if best is not None:  # early stopping: keep the epoch that generalised best
+        model.load_state_dict(best)
+    best_epoch = min(history, key=lambda h: h["val_nll"])["epoch"] if history else 0
     mean, log_var, _ = _evaluate(model, crops[val], side[val], target[val])
     z2 = ((target[val] - mean).square() * torch.exp(-log_var)).mean(0)
     sigma_scale = z2.sqrt()  # calibrates the predicted sigma on held-back frames
@@ -163,7 +171,7 @@ def train(
             min_peak=float(torch.quantile(peak, 0.001)) / 1.5,
         ),
         validation_rms=dict(zip(OUTPUTS, rms.tolist(), strict=True)),
-        training=dict(settings=asdict(settings), frames=n, history=history),
+        training=dict(settings=asdict(settings), frames=n, best_epoch=best_epoch, history=history),
     )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
