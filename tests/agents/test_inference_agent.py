@@ -80,10 +80,13 @@ def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
     assert frames.shape == (n, 128, 128)
     expected = predictor.predict(frames, conditions)
     stream = run["descriptors"].read()
+    # float32 network: batches of other sizes round differently (seen: 9e-8 on a 5e-3 tilt)
     for name in DESCRIPTOR_NAMES:
-        np.testing.assert_allclose(stream[name], expected.values[name], rtol=1e-5, equal_nan=True)
         np.testing.assert_allclose(
-            stream[f"{name}_std"], expected.std[name], rtol=1e-5, equal_nan=True
+            stream[name], expected.values[name], rtol=1e-5, atol=1e-6, equal_nan=True
+        )
+        np.testing.assert_allclose(
+            stream[f"{name}_std"], expected.std[name], rtol=1e-5, atol=1e-6, equal_nan=True
         )
     np.testing.assert_array_equal(stream["ood"], expected.ood)
     assert list(stream["reason"].values) == expected.reason
