@@ -121,16 +121,6 @@ def _sobel_transfer(size: int) -> torch.Tensor:
     return (smooth_y * diff_x).square() + (smooth_x * diff_y).square()
 
 
-def _sobel_magnitude(images: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude of ``(..., rows, cols)`` images (zero outside), separably."""
-    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
-    diff_x = padded[..., :, 2:] - padded[..., :, :-2]  # (..., rows + 2, cols)
-    diff_y = padded[..., 2:, :] - padded[..., :-2, :]  # (..., rows, cols + 2)
-    gx = diff_x[..., :-2, :] + 2 * diff_x[..., 1:-1, :] + diff_x[..., 2:, :]
-    gy = diff_y[..., :, :-2] + 2 * diff_y[..., :, 1:-1] + diff_y[..., :, 2:]
-    return torch.hypot(gx, gy)
-
-
 def _disk(radius: float, size: int, c: float) -> torch.Tensor:
     y, x = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
     return (radius - torch.hypot(x - c, y - c) + 0.5).clamp(0.0, 1.0)
@@ -181,12 +171,8 @@ class DiskLattice:
         phase = 2j * np.pi * fine_shifts[..., None] * torch.fft.fftfreq(size).double()
         self.phase_table = torch.exp(phase).to(torch.complex64)  # (K, U, S) along y
         # along x only the rfft half: conjugate pairs count twice, the real part is the sum
-        half_freq = torch.fft.rfftfreq(size).double()
-        twice = torch.full_like(half_freq, 2.0)
-        twice[0] = 1.0
-        if size % 2 == 0:
-            twice[-1] = 1.0
-        phase_x = 2j * np.pi * fine_shifts[..., None] * half_freq
+        phase_x = 2j * np.pi * fine_shifts[..., None] * torch.fft.rfftfreq(size).double()
+        twice = _rfft_weights(size).double()
         self.phase_table_x = (torch.exp(phase_x) * twice).to(torch.complex64)  # (K, U, S/2+1)
         win = torch.arange(-half, size - half)
         self.window_offsets = torch.stack(torch.meshgrid(win, win, indexing="ij"), -1)
