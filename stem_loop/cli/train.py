@@ -32,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dir", type=Path, default=None, help="work directory (default: $STEM_LOOP_CACHE/training)"
     )
-    parser.add_argument("--shards", type=int, default=32, help="training shards (default: 32)")
+    parser.add_argument("--shards", type=int, default=64, help="training shards (default: 64)")
     parser.add_argument(
         "--frames-per-shard", type=int, default=2048, help="frames per shard (default: 2048)"
     )
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs (default: 25)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument(
         "--heldout",

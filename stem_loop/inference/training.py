@@ -29,7 +29,7 @@ META_FILE = "descriptor_net.json"
 class TrainingSettings:
     """Optimisation settings."""
 
-    epochs: int = 25
+    epochs: int = 20
     batch: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5

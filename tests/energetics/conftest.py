@@ -23,10 +23,16 @@ from stem_loop.energetics import (
 
 @pytest.fixture(scope="session")
 def energetics_cache(tmp_path_factory):
-    """``STEM_LOOP_CACHE`` pointing at a fresh directory for the whole session."""
+    """The energetics cache (the DFT reference) in a fresh directory for the whole session.
+
+    Only the energetics cache is redirected: setting ``STEM_LOOP_CACHE`` for the session sent
+    every later fast CBED model to an empty cache, where it rebuilt its beam library (418 s).
+    """
+    from stem_loop.energetics import reference
+
     path = tmp_path_factory.mktemp("stem-loop-cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STEM_LOOP_CACHE", str(path))
+        mp.setattr(reference, "cache_dir", lambda: path / "energetics")
         yield path
 
 
