@@ -49,19 +49,12 @@ import h5py
 import numpy as np
 from event_model import compose_descriptor
 
+from sim_devices.sample import DESCRIPTOR_NAMES  # the contract's names, the network's order
+
 logger = logging.getLogger(__name__)
 
 #: Name of the stream the agent adds to each run.
 STREAM_NAME = "descriptors"
-#: Descriptor names, in the network's output order (the sample-file contract's names).
-DESCRIPTOR_NAMES: tuple[str, ...] = (
-    "exx",
-    "eyy",
-    "exy",
-    "thickness_nm",
-    "tilt_x_mrad",
-    "tilt_y_mrad",
-)
 #: Units of the descriptors in the stream's data keys.
 UNITS: dict[str, str] = {
     "exx": "",

@@ -50,7 +50,7 @@ class BeamConditions:
     def __post_init__(self) -> None:
         zone_axis_crystal(self.material, self.zone_axis)  # names the supported ones if not
         Beam(self.voltage_kv, self.convergence_mrad)  # range checks
-        Detector(pixels=self.pixels, mrad_per_pixel=self.mrad_per_pixel)
+        self.detector()
 
     @classmethod
     def from_devices(cls, material: str, zone_axis: str, beam: Beam, detector: Detector):
@@ -68,6 +68,25 @@ class BeamConditions:
     def beam(self) -> Beam:
         """The beam these conditions describe."""
         return Beam(self.voltage_kv, self.convergence_mrad)
+
+    def detector(
+        self, center_offset_px: tuple[float, float] = (0.0, 0.0), camera_length_error: float = 0.0
+    ) -> Detector:
+        """A detector of these conditions; its true calibration may differ from the nominal one.
+
+        Parameters
+        ----------
+        center_offset_px : tuple of float
+            Optical axis relative to the frame centre (x, y).
+        camera_length_error : float
+            Fractional error of the nominal calibration (the true mrad per pixel is
+            ``mrad_per_pixel * (1 + camera_length_error)``).
+        """
+        return Detector(
+            pixels=self.pixels,
+            mrad_per_pixel=self.mrad_per_pixel * (1 + camera_length_error),
+            center_offset_px=center_offset_px,
+        )
 
     @property
     def wavelength_mrad_a(self) -> float:

@@ -19,7 +19,6 @@ import torch
 
 from sim_devices.cbed_fast import FastCBED
 from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
-from sim_devices.optics import Detector
 
 from .conditions import (
     CONVERGENCE_RANGE_MRAD,
@@ -81,7 +80,7 @@ def generate_block(
         error = rng.uniform(-ranges.camera_length_error, ranges.camera_length_error)
     shift = tuple(rng.uniform(-ranges.centre_shift_px, ranges.centre_shift_px, 2))
     conditions = BeamConditions(material, zone_axis, voltage, float(alpha), nominal)
-    detector = Detector(mrad_per_pixel=nominal * (1 + error), center_offset_px=shift)
+    detector = conditions.detector(shift, error)
     fast = FastCBED(libraries[(material, zone_axis, voltage)], conditions.beam, detector)
 
     strain = rng.uniform(-ranges.strain, ranges.strain, (frames, 3))

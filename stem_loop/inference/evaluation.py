@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from sim_devices.cbed_fast import FastCBED
-from sim_devices.optics import Detector
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .conditions import BeamConditions
@@ -68,11 +67,7 @@ def strain_crlb(heldout: dict, dose: float = STORED_DOSE) -> np.ndarray:
     step = 1e-4
     for run, (conditions, offset) in enumerate(_run_conditions(heldout["meta"])):
         rows = np.flatnonzero(heldout["run_index"] == run)
-        detector = Detector(
-            pixels=conditions.pixels,
-            mrad_per_pixel=conditions.mrad_per_pixel,
-            center_offset_px=offset,
-        )
+        detector = conditions.detector(offset)
         fast = FastCBED.for_conditions(
             conditions.material, conditions.zone_axis, conditions.beam, detector
         )

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from sim_devices.cbed_exact import ExactCBED, MultisliceSettings
-from sim_devices.optics import Detector
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .conditions import (
@@ -72,9 +71,7 @@ def plan_heldout(runs_per_condition: int = 2, seed: int = 20261124) -> list[Held
 def compute_run(run: HeldoutRun, settings: MultisliceSettings) -> np.ndarray:
     """Noise-free expected counts ``(8, rows, cols)`` of one run at :data:`STORED_DOSE`."""
     c = run.conditions
-    detector = Detector(
-        pixels=c.pixels, mrad_per_pixel=c.mrad_per_pixel, center_offset_px=run.center_offset_px
-    )
+    detector = c.detector(run.center_offset_px)
     exact = ExactCBED(c.material, c.zone_axis, c.beam, detector, settings)
     return exact.thickness_series(run.strain, run.tilt_mrad, HELDOUT_THICKNESSES_NM) * STORED_DOSE
 
