@@ -27,6 +27,9 @@ class MultisliceSettings:
     box_nm : float
         Lateral size of the crystal block under the probe; sets the angular sampling
         ``lambda / box`` of the exact pattern before it is integrated onto detector pixels.
+        Lattice-fit disk positions of an 80 nm Si [110] crystal move by 0.087 px from 8 to
+        12.8 nm and by 0.044 px from 12.8 to 19.2 nm (the converged reference of the slow
+        fast-vs-exact test); cost grows with ``box_nm ** 2``.
     slices_per_cell : int
         Multislice slices per zone-axis repeat.
     parametrization : str

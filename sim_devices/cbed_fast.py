@@ -8,8 +8,10 @@ Where the CBED disks do not overlap, the pattern of a strained, tilted crystal o
 * the disks cut by the probe aperture (anti-aliased edge), and
 * linear interpolation between stored thicknesses and incident directions.
 
-The change of the disk *contents* with strain (a second-order effect on excitation errors) is
-not modelled; the tests bound the resulting difference from the exact model.
+The change of the disk *contents* with strain (the excitation errors' term quadratic in ``g``, and
+the projected potential per area) is not modelled. The disk positions stay within the validated
+bounds; the contents of thick crystals do change (beam intensities correlate 0.994 with the
+unstrained ones at 80 nm for 2 % strain in Si [110] at 200 kV; see docs/architecture.rst).
 """
 
 from __future__ import annotations

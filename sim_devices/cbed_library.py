@@ -142,10 +142,38 @@ class BeamLibrary:
             )
 
 
-def _unit_cell_potential(spec: LibrarySpec):
-    """The zone-axis unit cell repeated through the thickness, with the stored exit planes."""
+def cell_potential(cell, n_slices: int, exit_slices, gpts, settings: MultisliceSettings):
+    """abTEM potential of a zone-axis ``cell`` repeated along the beam for ``n_slices`` slices.
+
+    ``exit_slices`` are 1-based slice counts at which the wave is kept (exit planes).
+    """
     import abtem
 
+    slice_a = cell.cell.lengths()[2] / settings.slices_per_cell
+    return abtem.Potential(
+        cell * (1, 1, int(np.ceil(n_slices / settings.slices_per_cell))),
+        gpts=tuple(int(n) for n in gpts),
+        slice_thickness=slice_a,
+        projection="infinite",
+        parametrization=settings.parametrization,
+        exit_planes=tuple(int(s) - 1 for s in exit_slices),
+    )
+
+
+def plane_wave_intensities(potential, voltage_kv: float, tilts_mrad: np.ndarray) -> np.ndarray:
+    """Beam intensities ``(exit planes, tilts, nx, ny)`` of unit plane waves (FFT order)."""
+    import abtem
+
+    waves = abtem.PlaneWave(energy=voltage_kv * 1e3, tilt=tilts_mrad).multislice(potential)
+    dp = waves.diffraction_patterns(max_angle="full", fftshift=False, renormalize=False)
+    arr = np.asarray(dp.compute(progress_bar=False, scheduler="synchronous").array)
+    arr = arr.reshape(-1, len(tilts_mrad), *potential.gpts)
+    # unnormalised FFT: a unit plane wave carries (nx * ny)**2 in diffraction space
+    return arr / float(potential.gpts[0] * potential.gpts[1]) ** 2
+
+
+def _unit_cell_potential(spec: LibrarySpec):
+    """The zone-axis unit cell repeated through the thickness, with the stored exit planes."""
     crystal = zone_axis_crystal(spec.material, spec.zone_axis)
     cell = crystal.unit_cell()
     settings = spec.settings
@@ -154,29 +182,15 @@ def _unit_cell_potential(spec: LibrarySpec):
     n_slices += (-n_slices) % spec.thickness_step_slices
     exit_slices = np.arange(spec.thickness_step_slices, n_slices + 1, spec.thickness_step_slices)
     gpts = tuple(int(n) for n in unit_cell_gpts(crystal, settings.sampling_a)[0])
-    potential = abtem.Potential(
-        cell * (1, 1, int(np.ceil(n_slices / settings.slices_per_cell))),
-        gpts=gpts,
-        slice_thickness=slice_a,
-        projection="infinite",
-        parametrization=settings.parametrization,
-        exit_planes=tuple(int(s) - 1 for s in exit_slices),
-    )
+    potential = cell_potential(cell, n_slices, exit_slices, gpts, settings)
     return potential, gpts, exit_slices * slice_a / 10.0
 
 
 def _beam_intensities(spec: LibrarySpec, tilts: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Intensities ``(T, beams, tilts)`` of the kept beams for plane waves at ``tilts`` (mrad)."""
-    import abtem
-
-    potential, gpts, _ = _unit_cell_potential(spec)
-    waves = abtem.PlaneWave(energy=spec.voltage_kv * 1e3, tilt=tilts).multislice(potential)
-    dp = waves.diffraction_patterns(max_angle="full", fftshift=False, renormalize=False)
-    arr = np.asarray(
-        dp.compute(progress_bar=False, scheduler="synchronous").array
-    )  # (T, tilts, nx, ny)
-    # unnormalised FFT: a unit plane wave carries (nx * ny)**2 in diffraction space
-    return arr[..., keep].transpose(0, 2, 1).astype(np.float32) / float(gpts[0] * gpts[1]) ** 2
+    potential, _, _ = _unit_cell_potential(spec)
+    arr = plane_wave_intensities(potential, spec.voltage_kv, tilts)  # (T, tilts, nx, ny)
+    return arr[..., keep].transpose(0, 2, 1).astype(np.float32)
 
 
 def build_library(
