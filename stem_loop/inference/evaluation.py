@@ -178,7 +178,9 @@ def report(
     dose_rows = []
     for dose in doses:
         strain_rms = [_rms(results[dose], everything, k) for k in ("exx", "eyy", "exy")]
-        bound = np.sqrt(np.nanmean(crlb_top**2, axis=0)) * np.sqrt(top / dose)
+        bound = np.full(3, np.nan)
+        if shot_noise:
+            bound = np.sqrt(np.nanmean(crlb_top**2, axis=0)) * np.sqrt(top / dose)
         dose_rows.append(
             dict(
                 dose=dose,
