@@ -58,6 +58,14 @@ def unit_cell_gpts(crystal: ZoneAxisCrystal, sampling_a: float) -> tuple[np.ndar
     return gpts, lengths
 
 
+def whole_slices(
+    thickness_nm: np.ndarray | float, crystal: ZoneAxisCrystal, settings: MultisliceSettings
+) -> np.ndarray:
+    """Thicknesses rounded to whole multislice slices (at least one), as slice counts."""
+    slice_a = crystal.cell_lengths_a[2] / settings.slices_per_cell
+    return np.maximum(1, np.rint(np.asarray(thickness_nm, float) * 10.0 / slice_a)).astype(int)
+
+
 def strained_block(
     crystal: ZoneAxisCrystal,
     repeats: np.ndarray,
@@ -156,7 +164,7 @@ class ExactCBED:
         thicknesses = np.asarray(thicknesses_nm, float)
         if np.any(thicknesses <= 0):
             raise ValueError("thicknesses must be positive")
-        n_slices = np.maximum(1, np.rint(thicknesses * 10.0 / self.slice_thickness_a)).astype(int)
+        n_slices = whole_slices(thicknesses, self.crystal, self.settings)
         cell_gpts, cell_lengths = unit_cell_gpts(self.crystal, self.settings.sampling_a)
         repeats = np.maximum(1, np.rint(self.settings.box_nm * 10.0 / cell_lengths[:2])).astype(int)
         box = repeats * cell_lengths[:2]

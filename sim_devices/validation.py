@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cbed_exact import ExactCBED, MultisliceSettings, unit_cell_gpts
+from .cbed_exact import ExactCBED, MultisliceSettings, unit_cell_gpts, whole_slices
 from .cbed_fast import FastCBED
 from .cbed_library import cell_potential, plane_wave_intensities
 from .disk_positions import fit_lattice, measure_disk_positions
@@ -203,10 +203,7 @@ def strain_content_change(
     def intensities(exx: float, eyy: float) -> np.ndarray:
         cell = crystal.unit_cell()
         cell.set_cell(cell.cell[:] @ np.diag([1 + exx, 1 + eyy, 1.0]), scale_atoms=True)
-        n = max(
-            1,
-            int(round(thickness_nm * 10.0 * settings.slices_per_cell / crystal.cell_lengths_a[2])),
-        )
+        n = int(whole_slices(thickness_nm, crystal, settings))
         potential = cell_potential(cell, n, [n], gpts, settings)
         return plane_wave_intensities(potential, voltage_kv, tilts_mrad).reshape(
             len(tilts_mrad), -1

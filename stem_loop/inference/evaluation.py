@@ -131,8 +131,9 @@ def report(
     run_group = np.array([f"{m} {v:g} kV" for m, v in group])[heldout["run_index"]]
     top = max(doses)
     results = {dose: predict_heldout(predictor, heldout, dose, seed) for dose in doses}
-    n_frames = len(heldout["run_index"])
-    crlb_top = strain_crlb(heldout, top) if shot_noise else np.full((n_frames, 3), np.nan)
+    crlb_rms = np.full(3, np.nan)  # shot-noise bound at the highest dose, over all frames
+    if shot_noise:
+        crlb_rms = np.sqrt(np.nanmean(strain_crlb(heldout, top) ** 2, axis=0))
 
     def _rms(res: dict, rows: np.ndarray, name: str) -> float:
         err = res["values"][name][rows] - truth[name][rows]
@@ -178,9 +179,7 @@ def report(
     dose_rows = []
     for dose in doses:
         strain_rms = [_rms(results[dose], everything, k) for k in ("exx", "eyy", "exy")]
-        bound = np.full(3, np.nan)
-        if shot_noise:
-            bound = np.sqrt(np.nanmean(crlb_top**2, axis=0)) * np.sqrt(top / dose)
+        bound = crlb_rms * np.sqrt(top / dose)
         dose_rows.append(
             dict(
                 dose=dose,
@@ -203,25 +202,19 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
         f"{'condition':<16}{'frames':>7}{'ood':>5}{'exx %':>8}{'eyy %':>8}{'exy %':>8}"
         f"{'t nm':>7}{'tx mrad':>9}{'ty mrad':>9}",
     ]
-    for r in rows:
-        lines.append(
-            f"{r['condition']:<16}{r['frames']:>7}{r['ood']:>5}{100 * r['exx_rms']:>8.3f}"
-            f"{100 * r['eyy_rms']:>8.3f}{100 * r['exy_rms']:>8.3f}{r['thickness_nm_rms']:>7.2f}"
+
+    def row(label: str, frames: object, ood: object, r: dict) -> str:
+        return (
+            f"{label:<16}{frames:>7}{ood:>5}{100 * r['exx_rms']:>8.3f}{100 * r['eyy_rms']:>8.3f}"
+            f"{100 * r['exy_rms']:>8.3f}{r['thickness_nm_rms']:>7.2f}"
             f"{r['tilt_x_mrad_rms']:>9.3f}{r['tilt_y_mrad_rms']:>9.3f}"
         )
+
+    lines += [row(r["condition"], r["frames"], r["ood"], r) for r in rows]
     s = summary
-    lines.append(
-        f"{'all':<16}{s['frames']:>7}{s['ood']:>5}{100 * s['exx_rms']:>8.3f}"
-        f"{100 * s['eyy_rms']:>8.3f}{100 * s['exy_rms']:>8.3f}{s['thickness_nm_rms']:>7.2f}"
-        f"{s['tilt_x_mrad_rms']:>9.3f}{s['tilt_y_mrad_rms']:>9.3f}"
-    )
+    lines.append(row("all", s["frames"], s["ood"], s))
     if twin is not None:
-        lines.append(
-            f"{'fast twin':<16}{s['frames']:>7}{'':>5}{100 * twin['exx_rms']:>8.3f}"
-            f"{100 * twin['eyy_rms']:>8.3f}{100 * twin['exy_rms']:>8.3f}"
-            f"{twin['thickness_nm_rms']:>7.2f}{twin['tilt_x_mrad_rms']:>9.3f}"
-            f"{twin['tilt_y_mrad_rms']:>9.3f}"
-        )
+        lines.append(row("fast twin", s["frames"], "", twin))
         lines.append(
             "(fast twin: the same crystals rendered by the fast model the network trained on)"
         )
