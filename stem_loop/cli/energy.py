@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stress, zone-axis orientation of the microscope), compute its GPAW energy and print "
         "it per atom relative to the relaxed unstrained reference (meV/atom). The reference "
         "lattice is relaxed once per settings and cached ($STEM_LOOP_CACHE or "
-        "~/.cache/stem-loop).",
+        "~/.cache/stem-loop), and so is every DFT energy: a structure computed before with "
+        "the same settings is answered from the cache (source 'cache').",
     )
     parser.add_argument("--material", default="Si", help="Si ([110]) or SrTiO3 ([001])")
     parser.add_argument(
@@ -85,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads per GPAW process")
     parser.add_argument("--mpi-ranks", type=int, default=1, help="MPI ranks per GPAW process")
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="run DFT for every structure even if an earlier run computed it (the new "
+        "results are still added to the cache)",
+    )
     add_json_option(parser)
     # "--strain -0.01,0,0": treat a leading minus followed by a digit or dot as a value.
     parser._negative_number_matcher = re.compile(r"^-\.?\d")
@@ -128,7 +135,7 @@ def _check(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Compute the energies and print them (JSON list last with ``--json``)."""
     material, strains, settings, dispatch = _check(args)
-    from stem_loop.energetics import Dispatcher, EnergyService, scan_frame_strain
+    from stem_loop.energetics import Dispatcher, EnergyService, ResultStore, scan_frame_strain
 
     start = time.perf_counter()
     try:
@@ -136,7 +143,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CommandError(f"cannot reach executor {args.executor}: {err}") from None
     with dispatcher:
-        service = EnergyService(material.name, settings, dispatcher, tolerance_mev=None)
+        service = EnergyService(
+            material.name,
+            settings,
+            dispatcher,
+            tolerance_mev=None,
+            store=ResultStore.for_settings(material.name, settings),
+            reuse_stored=not args.recompute,
+        )
         try:
             reference = service.wait_for_reference()
         except RuntimeError as err:

@@ -3,8 +3,9 @@
 ``build_structure`` (pure) turns descriptors into an ``ase.Atoms``; ``relax_reference``
 relaxes and caches the unstrained reference; ``run_energy_job`` is the worker-side job with
 retries and a timeout; ``Dispatcher`` sends jobs to a process pool, a Dask cluster or an
-existing scheduler; ``EnergyService`` puts a cache and a GP surrogate (``StrainEnergyGP``) in
-front so DFT runs only where it teaches something.
+existing scheduler; ``EnergyService`` puts a cache (in memory and, through ``ResultStore``, on
+disk between runs) and a GP surrogate (``StrainEnergyGP``) in front so DFT runs only where it
+teaches something.
 """
 
 from .calculation import EnergyJob, EnergyResult, run_energy_job
@@ -14,6 +15,7 @@ from .materials import MATERIALS, MaterialModel, get_material
 from .reference import Reference, ReferenceFailedError, relax_reference
 from .service import EnergyEstimate, EnergyService
 from .settings import PRESETS, GPAWSettings, ParallelSettings, settings_for
+from .store import ResultStore, StoredEnergy
 from .structures import (
     MAX_STRAIN,
     STRAIN_NAMES,
@@ -42,6 +44,8 @@ __all__ = [
     "ParallelSettings",
     "Reference",
     "ReferenceFailedError",
+    "ResultStore",
+    "StoredEnergy",
     "StrainEnergyGP",
     "build_structure",
     "check_executor",

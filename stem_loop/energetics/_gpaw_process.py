@@ -2,8 +2,11 @@
 
 ``IN`` is a JSON file with the structure, GPAW parameters and GPAW's ``parallel`` keyword;
 rank 0 writes the outcome to ``OUT`` as JSON: ``status`` (``ok``, ``scf_not_converged``,
-``error``), ``energy_ev``, ``max_force_ev_per_a``, ``iterations``, ``reason``. Run under an
-MPI launcher every rank executes this; GPAW distributes the work.
+``error``, ``misconfigured``), ``energy_ev``, ``max_force_ev_per_a``, ``iterations``,
+``reason``, and the ``mpi_ranks`` and ``omp_threads`` it ran with. Run under an MPI launcher
+every rank executes this; GPAW distributes the work. When the job asks for ``mpi_ranks`` and
+GPAW's MPI world has another size (a GPAW built without MPI, or a launcher that started one
+rank), nothing is computed: N serial copies of the same calculation would only waste cores.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ def calculate(job: dict[str, Any]) -> dict[str, Any]:
     """Run GPAW on the structure in ``job``; never raises for calculation failures."""
     from ase import Atoms
     from gpaw import GPAW, KohnShamConvergenceError
+    from gpaw.mpi import world
 
+    ranks = int(job.get("mpi_ranks", world.size))
+    if ranks != world.size:
+        return {
+            "status": "misconfigured",
+            "reason": f"asked for {ranks} MPI ranks but GPAW's MPI world has {world.size}: "
+            "GPAW is not built with MPI (see `gpaw info`) or the launcher started "
+            "a different number of ranks",
+        }
     s = job["structure"]
     atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
     parameters = dict(job["parameters"])
@@ -74,6 +86,8 @@ def main(argv: list[str]) -> int:
 
     if world.rank == 0:
         outcome["pid"] = os.getpid()
+        outcome["mpi_ranks"] = world.size
+        outcome["omp_threads"] = os.environ.get("OMP_NUM_THREADS")
         with open(target, "w") as handle:
             json.dump(outcome, handle)
     return 0

@@ -68,9 +68,10 @@ class EnergyResult:
         :meth:`GPAWSettings.as_dict` of the attempt that produced the energy (or the last).
     attempts : list of dict
         One record per attempt: ``status`` (``ok``, ``scf_not_converged``, ``timeout``,
-        ``crashed``, ``error``), ``reason``, ``wall_s``, ``maxiter``, ``mixer_beta``,
-        ``iterations`` and ``max_force_ev_per_a`` (the largest force on an atom: small when
-        the internal-strain model of the structure is adequate).
+        ``crashed``, ``error``, ``misconfigured``), ``reason``, ``wall_s``, ``maxiter``,
+        ``mixer_beta``, ``iterations``, ``max_force_ev_per_a`` (the largest force on an atom:
+        small when the internal-strain model of the structure is adequate), and the
+        ``mpi_ranks`` and ``omp_threads`` GPAW ran with (isolated attempts).
     host, pid : str, int
         Where the job ran (the worker process).
     label : str
@@ -204,6 +205,8 @@ def run_energy_job(job: EnergyJob) -> EnergyResult:
             "parameters": settings.calculator_parameters(),
             "parallel": job.parallel.gpaw_parallel,
         }
+        if job.parallel.isolated:
+            payload["mpi_ranks"] = job.parallel.mpi_ranks
         t0 = time.perf_counter()
         if job.parallel.isolated:
             outcome = _attempt_isolated(payload, job.parallel, job.timeout_s)
@@ -218,13 +221,15 @@ def run_energy_job(job: EnergyJob) -> EnergyResult:
             "mixer_beta": settings.mixer_beta,
             "iterations": outcome.get("iterations"),
             "max_force_ev_per_a": outcome.get("max_force_ev_per_a"),
+            "mpi_ranks": outcome.get("mpi_ranks"),
+            "omp_threads": outcome.get("omp_threads"),
         }
         attempts.append(record)
         if outcome["status"] == "ok":
             energy = outcome["energy_ev"] / len(job.atoms)
             break
-        if outcome["status"] == "timeout":
-            break  # The same limit would be hit again: report rather than burn the budget.
+        if outcome["status"] in ("timeout", "misconfigured"):
+            break  # Safer SCF settings cannot help: report rather than burn the budget.
     return EnergyResult(
         energy_ev_per_atom=energy,
         natoms=len(job.atoms),

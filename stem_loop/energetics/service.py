@@ -8,7 +8,8 @@ number comes from:
 ``dft``
     a GPAW calculation of this structure;
 ``cache``
-    a structure identical (to ``resolution``) to one already computed or on its way;
+    a structure identical (to ``resolution``) to one already computed or on its way, in this
+    service or, with a :class:`~stem_loop.energetics.store.ResultStore`, in an earlier run;
 ``surrogate``
     the GP's prediction, used when its standard deviation is within ``tolerance_mev``
     (counting the structures whose DFT is pending as known).
@@ -33,6 +34,7 @@ from .dispatch import Dispatcher
 from .materials import get_material
 from .reference import Reference, relax_reference
 from .settings import GPAWSettings
+from .store import ResultStore, StoredEnergy
 from .structures import build_structure, validate_strain
 from .surrogate import StrainEnergyGP
 
@@ -119,6 +121,19 @@ class EnergyService:
         The surrogate answers only once it holds this many DFT energies: near zero strain
         the prior's σ alone is below the tolerance, but its mean (zero) is uninformed.
         Until then positions wait for running jobs, or go to DFT when none is running.
+    store : ResultStore, optional
+        DFT results of earlier runs with the same settings and reference: read when the
+        reference is known (they answer as ``cache`` and train the surrogate), and every new
+        DFT result is appended. ``None`` keeps results in memory only.
+    reuse_stored : bool
+        Read ``store``; ``False`` recomputes every structure (and still appends).
+
+    Attributes
+    ----------
+    dft_calls : int
+        DFT jobs submitted by this service.
+    stored_results : int
+        DFT results read from ``store``.
     """
 
     def __init__(
@@ -132,6 +147,8 @@ class EnergyService:
         reference: Reference | None = None,
         noise_mev: float = 0.005,
         min_dft_points: int = 3,
+        store: ResultStore | None = None,
+        reuse_stored: bool = True,
     ) -> None:
         self.material = get_material(material)
         self.settings = settings
@@ -155,9 +172,42 @@ class EnergyService:
         self._answered = 0
         self._all_answered = threading.Condition(self._lock)
         self.dft_calls = 0
+        self.store = store
+        self.reuse_stored = reuse_stored
+        self.stored_results = 0
         self.reference: Reference | None = reference
         self.reference_error: str | None = None
         self._reference_thread: threading.Thread | None = None
+        if reference is not None:
+            self._load_store()
+
+    def _load_store(self) -> None:
+        """Known DFT results from :attr:`store` (call with the reference set)."""
+        if self.store is None or not self.reuse_stored:
+            return
+        assert self.reference is not None
+        entries = self.store.load(self.reference.lattice_constant_a)
+        with self._lock:
+            loaded: list[Strain] = []
+            for entry in entries:
+                strain = self.key(entry.strain)
+                if strain in self._done:
+                    continue
+                energy = 1000.0 * (entry.energy_ev_per_atom - self.reference.energy_ev_per_atom)
+                self._done[strain] = EnergyEstimate(
+                    index=-1,
+                    strain=strain,
+                    energy_mev_per_atom=energy,
+                    std_mev_per_atom=self.noise_mev,
+                    source="dft",
+                    calculator=entry.provenance.get("calculator", self.settings.as_dict()),
+                    wall_s=float(entry.provenance.get("wall_s", 0.0)),
+                    reason=entry.provenance.get("reason"),
+                )
+                loaded.append(strain)
+            if loaded:
+                self.surrogate.add(loaded, [self._done[s].energy_mev_per_atom for s in loaded])
+            self.stored_results = len(loaded)
 
     # -- reference -----------------------------------------------------------------------------
     def start(self) -> EnergyService:
@@ -183,6 +233,7 @@ class EnergyService:
             return
         with self._lock:
             self.reference = reference
+            self._load_store()
             backlog, self._backlog = self._backlog, []
         for index, strain in backlog:
             self._route(index, strain)
@@ -307,6 +358,8 @@ class EnergyService:
                 )
                 self._done[strain] = estimate
                 self.surrogate.add([strain], [energy])
+                if self.store is not None:
+                    self._save(strain, result, estimate)
                 self._publish(estimate)
                 for index in waiting[1:]:
                     self._publish(self._copy(estimate, index, source="cache"))
@@ -317,6 +370,26 @@ class EnergyService:
                 self._answer_failed(index, strain, failure)
         for index, other in deferred:
             self._route(index, other)
+
+    def _save(self, strain: Strain, result, estimate: EnergyEstimate) -> None:
+        assert self.store is not None and self.reference is not None
+        provenance = {
+            "calculator": estimate.calculator,
+            "wall_s": estimate.wall_s,
+            "reason": estimate.reason,
+            **estimate.extra,
+        }
+        try:
+            self.store.append(
+                StoredEnergy(
+                    strain=strain,
+                    energy_ev_per_atom=float(result.energy_ev_per_atom),
+                    lattice_constant_a=self.reference.lattice_constant_a,
+                    provenance=provenance,
+                )
+            )
+        except OSError as err:  # a full or read-only disk must not lose the answer
+            log.warning("could not store the DFT result at strain %s: %s", strain, err)
 
     # -- answers -------------------------------------------------------------------------------
     def _copy(self, estimate: EnergyEstimate, index: int, *, source: str) -> EnergyEstimate:

@@ -65,3 +65,19 @@ def test_strain_energies_on_dask(tmp_path):
         assert 5.3 < r["reference"]["lattice_constant_a"] < 5.7
     assert "relaxed a =" in done.stdout
     assert list((tmp_path / "cache" / "energetics").glob("reference-Si-*.json"))
+    assert len(list((tmp_path / "cache" / "energetics").glob("results-Si-*.jsonl"))) == 1
+
+    # a second run (another executor) answers the computed structure from the result store
+    again = subprocess.run(
+        [STEM_LOOP, "energy", "--material", "Si", "--settings", "quick"]
+        + ["--strain", "0.01,0,0", "--strain", "0,0.005,0", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert [r["source"] for r in second] == ["cache", "dft"]
+    assert second[0]["energy_mev_per_atom"] == energies[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
 
@@ -75,3 +76,35 @@ def test_a_gpaw_error_is_reported_with_its_reason(quick_settings):
 def test_threads_are_pinned_in_the_gpaw_process():
     env = ParallelSettings(omp_threads=3).environment()
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "3"
+
+
+def test_thread_and_rank_counts_are_recorded(atoms, quick_settings):
+    result = run_energy_job(
+        EnergyJob(atoms, quick_settings, timeout_s=120, parallel=ParallelSettings(omp_threads=2))
+    )
+    assert result.ok
+    assert result.attempts[0]["omp_threads"] == "2"
+    assert result.attempts[0]["mpi_ranks"] == 1
+
+
+def test_ranks_go_through_the_launcher_and_a_serial_gpaw_is_refused(
+    atoms, quick_settings, tmp_path
+):
+    """``mpi_ranks=2`` starts GPAW through the configured launcher with the rank count filled
+    in; GPAW here has no MPI, so its world has one rank and the job stops with that reason
+    instead of running two serial copies (and is not retried: safer SCF cannot fix it)."""
+    marker = tmp_path / "ranks"
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import os, sys\n"
+        "open(sys.argv[1], 'w').write(sys.argv[2])\n"
+        "os.execv(sys.argv[3], sys.argv[3:])\n"
+    )
+    parallel = ParallelSettings(
+        mpi_ranks=2, mpi_launcher=(sys.executable, str(launcher), str(marker), "{ranks}")
+    )
+    result = run_energy_job(EnergyJob(atoms, quick_settings, timeout_s=120, parallel=parallel))
+    assert marker.read_text() == "2"
+    assert not result.ok
+    assert [a["status"] for a in result.attempts] == ["misconfigured"]
+    assert "2 MPI ranks" in result.reason and "world has 1" in result.reason
