@@ -8,10 +8,12 @@ Where the CBED disks do not overlap, the pattern of a strained, tilted crystal o
 * the disks cut by the probe aperture (anti-aliased edge), and
 * linear interpolation between stored thicknesses and incident directions.
 
-The change of the disk *contents* with strain (the excitation errors' term quadratic in ``g``, and
-the projected potential per area) is not modelled. The disk positions stay within the validated
-bounds; the contents of thick crystals do change (beam intensities correlate 0.994 with the
-unstrained ones at 80 nm for 2 % strain in Si [110] at 200 kV; see docs/architecture.rst).
+Strain also changes the disk *contents* of thick crystals (the excitation errors through the
+strained reciprocal metric, and the projected potential per area): beam intensities correlate
+only 0.994 with the unstrained ones at 80 nm for 2 % strain in Si [110] at 200 kV. With
+``strain_contents=True`` (default) the library is corrected for each frame's strain, rounded to
+a 0.5 % grid, by a Bloch-wave calculation (:mod:`sim_devices.strain_contents`), computed once
+per grid point (about 2 s) and kept in memory; frames are rendered grouped by grid point.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from .cbed_library import BeamLibrary, LibrarySpec, load_or_build
 from .optics import Beam, Detector
+from .strain_contents import DEFAULT_STEP, StrainContents
 
 
 class FastCBED:
@@ -38,6 +41,11 @@ class FastCBED:
         Pixel grid and calibration.
     batch : int
         Frames rendered per vectorised batch.
+    strain_contents : bool
+        Correct the disk contents for strain (Bloch waves on a grid of content strains);
+        ``False`` renders every crystal with the unstrained contents (no set-up cost).
+    content_step : float
+        Grid step of the content strain per component.
 
     Raises
     ------
@@ -47,7 +55,14 @@ class FastCBED:
     """
 
     def __init__(
-        self, library: BeamLibrary, beam: Beam, detector: Detector, *, batch: int = 256
+        self,
+        library: BeamLibrary,
+        beam: Beam,
+        detector: Detector,
+        *,
+        batch: int = 256,
+        strain_contents: bool = True,
+        content_step: float = DEFAULT_STEP,
     ) -> None:
         spec = library.spec
         if not np.isclose(beam.voltage_kv, spec.voltage_kv):
@@ -100,16 +115,36 @@ class FastCBED:
         self.volume = torch.as_tensor(np.ascontiguousarray(volume), dtype=torch.float32).unsqueeze(
             1
         )
+        self.contents = StrainContents(library, content_step) if strain_contents else None
+        self._visible = np.flatnonzero(visible)
+        self._volumes: dict[tuple[int, int, int], torch.Tensor] = {}
         self.per_pixel = self.pixel**2 / (np.pi * self.alpha**2)  # aperture fraction per pixel
         self.thickness_range = (float(library.thickness_nm[0]), float(library.thickness_nm[-1]))
 
     @classmethod
     def for_conditions(
-        cls, material: str, zone_axis: str, beam: Beam, detector: Detector
+        cls, material: str, zone_axis: str, beam: Beam, detector: Detector, **kwargs
     ) -> FastCBED:
         """Load (or build once and cache) the library for these conditions."""
         spec = LibrarySpec(material=material, zone_axis=zone_axis, voltage_kv=beam.voltage_kv)
-        return cls(load_or_build(spec), beam, detector)
+        return cls(load_or_build(spec), beam, detector, **kwargs)
+
+    def volume_for(self, voxel: tuple[int, int, int]) -> torch.Tensor:
+        """Rendered beam intensities ``(G, 1, T, K, K)`` for a content-strain grid point."""
+        if self.contents is None or voxel == (0, 0, 0):
+            return self.volume
+        if voxel not in self._volumes:
+            delta = self.contents.correction(voxel)  # (T, G_in, K, K), library beams in basis
+            position = np.full(len(self.library.hk), -1)
+            position[np.flatnonzero(self.contents.in_basis)] = np.arange(delta.shape[1])
+            rows = position[self._visible]
+            corrected = self.volume.clone()
+            have = np.flatnonzero(rows >= 0)
+            corrected[torch.as_tensor(have), 0] += delta[:, rows[have]].permute(1, 0, 2, 3)
+            if len(self._volumes) >= 4:  # a few full volumes (tens of MB each) per model
+                self._volumes.pop(next(iter(self._volumes)))
+            self._volumes[voxel] = corrected.clamp_(min=0.0)
+        return self._volumes[voxel]
 
     def _check(self, thickness: np.ndarray, tilt: np.ndarray) -> None:
         lo, hi = self.thickness_range
@@ -120,17 +155,40 @@ class FastCBED:
                 f"crystal tilt beyond the fast model's range |tilt| <= {self.k_margin:.2f} mrad"
             )
 
-    def patterns(self, descriptors: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Noise-free patterns, ``(N, rows, cols)`` float32 fractions of the incident beam."""
+    def patterns(
+        self,
+        descriptors: Mapping[str, np.ndarray],
+        *,
+        content_strain: tuple[float, float, float] | None = None,
+    ) -> np.ndarray:
+        """Noise-free patterns, ``(N, rows, cols)`` float32 fractions of the incident beam.
+
+        ``content_strain`` renders every frame with the disk contents of that one strain
+        (rounded to the grid) while the disks sit at each frame's own strain: e.g. to
+        differentiate a pattern with respect to the disk positions alone.
+        """
         d = {k: np.atleast_1d(np.asarray(v, dtype=np.float64)) for k, v in descriptors.items()}
         strain = np.stack([d["exx"], d["eyy"], d["exy"]], axis=1)
         tilt = np.stack([d["tilt_x_mrad"], d["tilt_y_mrad"]], axis=1)
         thickness = d["thickness_nm"]
         self._check(thickness, tilt)
         out = np.empty((len(thickness), *self.detector.shape), dtype=np.float32)
-        for lo in range(0, len(thickness), self.batch):
-            sl = slice(lo, lo + self.batch)
-            out[sl] = self._render(strain[sl], tilt[sl], thickness[sl]).numpy()
+        if self.contents is None:
+            groups = {(0, 0, 0): np.arange(len(thickness))}
+        else:
+            voxels = self.contents.voxels(
+                strain if content_strain is None else np.broadcast_to(content_strain, strain.shape)
+            )
+            unique, inverse = np.unique(voxels, axis=0, return_inverse=True)
+            groups = {
+                tuple(int(v) for v in u): np.flatnonzero(inverse.ravel() == i)
+                for i, u in enumerate(unique)
+            }
+        for voxel, frames in groups.items():
+            volume = self.volume_for(voxel)
+            for lo in range(0, len(frames), self.batch):
+                sel = frames[lo : lo + self.batch]
+                out[sel] = self._render(strain[sel], tilt[sel], thickness[sel], volume).numpy()
         return out
 
     def disk_centres_px(self, strain: np.ndarray) -> torch.Tensor:
@@ -143,7 +201,9 @@ class FastCBED:
         centre = torch.tensor(self.detector.center_px, dtype=torch.float64)
         return centre + g_strained * (self.wavelength_mrad_a / self.pixel)
 
-    def _render(self, strain: np.ndarray, tilt: np.ndarray, thickness: np.ndarray) -> torch.Tensor:
+    def _render(
+        self, strain: np.ndarray, tilt: np.ndarray, thickness: np.ndarray, volume: torch.Tensor
+    ) -> torch.Tensor:
         b = len(thickness)
         rows, cols = self.detector.shape
         prow, pcol = self.padded_shape
@@ -161,7 +221,7 @@ class FastCBED:
         z = torch.as_tensor((thickness - t_lo) / (t_hi - t_lo) * 2 - 1, dtype=torch.float32)
         grid[..., 0, 2] = z[None, :, None]
         values = torch.nn.functional.grid_sample(
-            self.volume, grid, mode="bilinear", padding_mode="border", align_corners=True
+            volume, grid, mode="bilinear", padding_mode="border", align_corners=True
         )[:, 0, :, :, 0].permute(1, 0, 2)  # (B, G, M)
         values = values.mul_(weight).mul_(self.per_pixel)
         corner = origin.to(torch.int64) + self.pad

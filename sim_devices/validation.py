@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
@@ -11,10 +15,23 @@ from .cbed_fast import FastCBED
 from .cbed_library import cell_potential, plane_wave_intensities
 from .disk_positions import fit_lattice, measure_disk_positions
 from .materials import zone_axis_crystal
+from .optics import Beam, Detector
 
 #: Acceptance bounds of the fast model (issue #2).
 MIN_CORRELATION = 0.98
 MAX_DISK_SHIFT_PX = 0.1
+
+#: Corners of the validated range (strain +-2 % in every component, |tilt| = 3 mrad) where
+#: the fast model is checked against the converged exact reference, and their thicknesses.
+VALIDATION_CORNERS: tuple[tuple[tuple[float, float, float], tuple[float, float]], ...] = (
+    ((0.02, -0.02, 0.02), (2.12, -2.12)),
+    ((-0.02, 0.02, -0.02), (-1.0, 2.83)),
+)
+VALIDATION_THICKNESSES_NM = (10.0, 45.0, 80.0)
+#: Crystal block of the converged exact reference (nm): lattice-fit disk positions of an 80 nm
+#: crystal move by 0.087 px from 8 to 12.8 nm and by 0.044 px from 12.8 to 19.2 nm.
+REFERENCE_BOX_NM = 19.2
+REFERENCE_FILE = Path(__file__).parent / "data" / "exact_corners.npz"
 
 
 @dataclass(frozen=True)
@@ -92,11 +109,25 @@ def compare(
 ) -> list[ValidationCase]:
     """Compare fast and exact patterns for one strain and tilt over several thicknesses.
 
+    Runs the exact model (one thickness series) and :func:`compare_patterns`.
+    """
+    exact_patterns = exact.thickness_series(strain, tilt_mrad, thicknesses_nm)
+    return compare_patterns(fast, exact_patterns, strain, tilt_mrad, thicknesses_nm)
+
+
+def compare_patterns(
+    fast: FastCBED,
+    exact_patterns: np.ndarray,
+    strain: tuple[float, float, float],
+    tilt_mrad: tuple[float, float],
+    thicknesses_nm: list[float],
+) -> list[ValidationCase]:
+    """Compare the fast model with given exact patterns ``(T, rows, cols)`` of one crystal.
+
     Correlation is Pearson's over the whole frame; disk positions are measured on both patterns
     with the same edge-based estimator (:mod:`sim_devices.disk_positions`) for every bright disk
     and compared directly and through a lattice fit (see :class:`ValidationCase`).
     """
-    exact_patterns = exact.thickness_series(strain, tilt_mrad, thicknesses_nm)
     n = len(thicknesses_nm)
     descriptors = dict(
         exx=np.full(n, strain[0]),
@@ -129,6 +160,68 @@ def compare(
             )
         )
     return cases
+
+
+def _reference_series(index: int, box_nm: float) -> np.ndarray:
+    strain, tilt = VALIDATION_CORNERS[index]
+    exact = ExactCBED("Si", "110", Beam(), Detector(), MultisliceSettings(box_nm=box_nm))
+    return exact.thickness_series(strain, tilt, list(VALIDATION_THICKNESSES_NM))
+
+
+def build_exact_reference(
+    path: str | Path = REFERENCE_FILE, *, box_nm: float = REFERENCE_BOX_NM, workers: int = 2
+) -> Path:
+    """Compute the converged exact patterns of :data:`VALIDATION_CORNERS` and save them.
+
+    Si [110], 200 kV, 3 mrad, the default detector, noise-free; one exact thickness series per
+    corner, in parallel (about 15 minutes each on one core of the development machine).
+    """
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        series = list(
+            pool.map(
+                _reference_series,
+                range(len(VALIDATION_CORNERS)),
+                [box_nm] * len(VALIDATION_CORNERS),
+            )
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        patterns=np.stack(series).astype(np.float32),
+        corners=np.array([[*s, *t] for s, t in VALIDATION_CORNERS]),
+        thickness_nm=np.array(VALIDATION_THICKNESSES_NM),
+        settings=np.array(
+            json.dumps(
+                {
+                    "material": "Si",
+                    "zone_axis": "110",
+                    "beam": asdict(Beam()),
+                    "detector": asdict(Detector()),
+                    "multislice": asdict(MultisliceSettings(box_nm=box_nm)),
+                }
+            )
+        ),
+    )
+    return path
+
+
+def load_exact_reference(path: str | Path = REFERENCE_FILE) -> tuple[np.ndarray, dict]:
+    """The shipped exact reference: patterns ``(corners, thicknesses, rows, cols)``, settings.
+
+    Raises
+    ------
+    ValueError
+        If the file's corners or thicknesses are not :data:`VALIDATION_CORNERS` and
+        :data:`VALIDATION_THICKNESSES_NM`.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        corners = np.array([[*s, *t] for s, t in VALIDATION_CORNERS])
+        if not np.allclose(data["corners"], corners) or not np.allclose(
+            data["thickness_nm"], VALIDATION_THICKNESSES_NM
+        ):
+            raise ValueError(f"{path}: corners or thicknesses differ from VALIDATION_CORNERS")
+        return data["patterns"], json.loads(str(data["settings"]))
 
 
 def random_conditions(
@@ -172,10 +265,11 @@ def strain_content_change(
 ) -> StrainContentChange:
     """Plane-wave multislice (abTEM) of the strained against the unstrained zone-axis cell.
 
-    Measures what the fast model leaves out: its library is the unstrained cell's, so a
-    strained crystal's disks carry the unstrained contents. Only ``exx, eyy`` (the cell stays
-    orthogonal, which abTEM needs); atoms keep their fractional positions and the grid its
-    points, so the difference is the physics of the strain, not the discretisation.
+    Measures what the fast model's library leaves out: it is the unstrained cell's, so without
+    the Bloch-wave correction (:mod:`sim_devices.strain_contents`) a strained crystal's disks
+    carry the unstrained contents. Only ``exx, eyy`` (the cell stays orthogonal, which abTEM
+    needs); atoms keep their fractional positions and the grid its points, so the difference
+    is the physics of the strain, not the discretisation.
 
     Parameters
     ----------

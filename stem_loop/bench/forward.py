@@ -3,7 +3,10 @@
 Run ``stem-loop bench forward --help``. Figures printed:
 
 * fast model, noise-free patterns/s and with Poisson counting noise (uint16 frames/s), in
-  batches, on the machine's cores;
+  batches, on the machine's cores, for the positions of the built-in ``si_inclusion`` sample:
+  with strain-dependent contents (the default model) once their Bloch-wave corrections are
+  computed, the first pass that computes them (content grid points and seconds per point),
+  and with unstrained contents on random descriptors;
 * exact model (abTEM multislice), seconds per pattern at one thickness and per thickness series
   (all exit planes from one run);
 * with ``--validate N``: N random strains (each component in ±2 %) and tilts (±3 mrad) at
@@ -45,6 +48,7 @@ def run_forward_bench(
     import torch
 
     from sim_devices import Beam, Detector
+    from sim_devices.builtin_samples import builtin_sample
     from sim_devices.cbed_exact import ExactCBED
     from sim_devices.cbed_fast import FastCBED
     from sim_devices.noise import poisson_counts
@@ -53,10 +57,28 @@ def run_forward_bench(
     start = time.perf_counter()
     fast = FastCBED.for_conditions("Si", "110", beam, detector)
     load_s = time.perf_counter() - start
+    plain = FastCBED(fast.library, beam, detector, strain_contents=False)
     descriptors = _random_descriptors(n_fast, seed)
-    fast.patterns({k: v[:16] for k, v in descriptors.items()})  # warm-up
+    plain.patterns({k: v[:16] for k, v in descriptors.items()})  # warm-up
     start = time.perf_counter()
-    patterns = fast.patterns(descriptors)
+    plain.patterns(descriptors)
+    plain_s = time.perf_counter() - start
+
+    sample = builtin_sample("si_inclusion")
+    maps = {k: np.asarray(v, float).ravel() for k, v in sample.maps.items()}
+    take = np.random.default_rng(seed).integers(len(maps["exx"]), size=n_fast)
+    scan = {k: v[take] for k, v in maps.items()}
+    assert fast.contents is not None
+    points = len(
+        np.unique(
+            fast.contents.voxels(np.stack([scan[k] for k in ("exx", "eyy", "exy")], 1)), axis=0
+        )
+    )
+    start = time.perf_counter()
+    fast.patterns(scan)  # computes the content corrections of every grid point touched
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    patterns = fast.patterns(scan)
     render_s = time.perf_counter() - start
     start = time.perf_counter()
     poisson_counts(patterns, detector.dose, np.random.default_rng(seed))
@@ -79,6 +101,10 @@ def run_forward_bench(
         "fast_library_load_s": load_s,
         "fast_patterns_per_s": n_fast / render_s,
         "fast_frames_per_s_with_noise": n_fast / (render_s + noise_s),
+        "fast_content_points": points,
+        "fast_first_pass_s": cold_s,
+        "fast_content_setup_s_per_point": max(cold_s - render_s, 0.0) / max(points, 1),
+        "fast_unstrained_contents_patterns_per_s": n_fast / plain_s,
     }
     if exact:
         strain, tilt = (0.01, -0.005, 0.002), (1.0, -0.5)
@@ -118,7 +144,16 @@ def _print(r: dict[str, Any]) -> None:
     )
     print(
         f"  fast  : {r['fast_patterns_per_s']:8.0f} patterns/s noise-free, "
-        f"{r['fast_frames_per_s_with_noise']:8.0f} frames/s with Poisson noise (dose {c['dose']:g})"
+        f"{r['fast_frames_per_s_with_noise']:8.0f} frames/s with Poisson noise "
+        f"(dose {c['dose']:g}); si_inclusion positions, strained contents"
+    )
+    print(
+        f"          first pass {r['fast_first_pass_s']:.1f} s: {r['fast_content_points']} content "
+        f"grid points, {r['fast_content_setup_s_per_point']:.2f} s each (Bloch waves, once)"
+    )
+    print(
+        f"          {r['fast_unstrained_contents_patterns_per_s']:8.0f} patterns/s with unstrained "
+        "contents (random descriptors)"
     )
     if "exact_s_per_pattern" in r:
         print(

@@ -90,13 +90,17 @@ def strain_crlb(heldout: dict, dose: float = STORED_DOSE) -> np.ndarray:
         rows = np.flatnonzero(heldout["run_index"] == run)
         fast = _fast_model(conditions, offset)
         base = {k: heldout[k][rows].astype(np.float64) for k in DESCRIPTOR_NAMES}
-        mu = fast.patterns(base).astype(np.float64) * dose
+        # one crystal per run: its disk contents stay fixed while the disks move
+        contents = tuple(float(base[k][0]) for k in ("exx", "eyy", "exy"))
+        mu = fast.patterns(base, content_strain=contents).astype(np.float64) * dose
         grads = []
         for name in ("exx", "eyy", "exy"):
             plus, minus = dict(base), dict(base)
             plus[name] = base[name] + step
             minus[name] = base[name] - step
-            diff = fast.patterns(plus).astype(np.float64) - fast.patterns(minus)
+            diff = fast.patterns(plus, content_strain=contents).astype(np.float64) - fast.patterns(
+                minus, content_strain=contents
+            )
             grads.append(diff * dose / (2 * step))
         g = np.stack(grads, 1).reshape(len(rows), 3, -1)  # (R, 3, pixels)
         inv_mu = np.where(mu > 1e-9, 1.0 / np.maximum(mu, 1e-9), 0.0).reshape(len(rows), 1, -1)

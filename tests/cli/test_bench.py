@@ -37,5 +37,6 @@ def test_forward_bench_json_last_line():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["fast_patterns_per_s"] > 0 and report["fast_frames_per_s_with_noise"] > 0
     assert report["fast_frames_per_s_with_noise"] <= report["fast_patterns_per_s"]
+    assert report["fast_content_points"] >= 1 and report["fast_first_pass_s"] > 0
     assert "exact_s_per_pattern" not in report
     assert "fast  :" in done.stdout
