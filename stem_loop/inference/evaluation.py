@@ -1,12 +1,14 @@
 """Accuracy of a predictor on the held-out exact-physics set, beside the shot-noise limit.
 
-The same crystals rendered by the fast model (the *fast twin*, the physics the network was trained
-on) split the error into the network's own error and the gap between fast and exact physics.
+The same crystals rendered by the fast model (the *fast twin*; its default, strain-dependent
+disk contents) split the error into the network's own error and the gap between fast and exact
+physics.
 
 The shot-noise limit is the Cramer-Rao bound of the strain for Poisson counts when everything
 but the disk positions is known: Fisher information ``sum_pixels (d mu/d e_i)(d mu/d e_j) / mu``
-of the fast model's pattern ``mu`` (which moves the disks with strain and keeps their
-contents), by central differences. No unbiased estimator of disk positions does better.
+of the fast model's pattern ``mu`` (which moves the disks with strain while their contents stay
+those of the crystal's strain), by central differences. No unbiased estimator of disk
+positions does better.
 """
 
 from __future__ import annotations
@@ -220,7 +222,7 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
     if twin is not None:
         lines.append(row("fast twin", s["frames"], "", twin))
         lines.append(
-            "(fast twin: the same crystals rendered by the fast model the network trained on)"
+            "(fast twin: the same crystals rendered by the fast model, strain-dependent contents)"
         )
     cover = ", ".join(f"{k} {100 * s[f'{k}_coverage_1sigma']:.0f}%" for k in DESCRIPTOR_NAMES)
     lines.append(f"predicted 1-sigma covers: {cover}")

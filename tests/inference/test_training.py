@@ -81,3 +81,17 @@ def test_gaussian_nll_prefers_honest_variance():
     honest = gaussian_nll(mean, torch.full_like(mean, np.log(0.25)), target, beta=0.0)
     overconfident = gaussian_nll(mean, torch.full_like(mean, np.log(0.01)), target, beta=0.0)
     assert honest < overconfident
+
+
+def test_strain_content_blocks_share_one_content_cell(tmp_path):
+    from stem_loop.inference.dataset import TrainingRanges
+
+    ranges = TrainingRanges(strain_contents=True)
+    paths = generate_shards(
+        tmp_path, 1, seed=3, ranges=ranges, **dict(SI_ONLY, frames_per_shard=128, block=64)
+    )
+    strain = load_shards(paths)["descriptors"][:, :3]
+    assert np.all(np.abs(strain) <= 0.02)
+    for block in strain.reshape(2, 64, 3):
+        cells = np.unique(np.rint(block / 0.005), axis=0)
+        assert len(cells) == 1  # one Bloch-wave content correction per block
