@@ -18,6 +18,7 @@ per grid point (about 2 s) and kept in memory; frames are rendered grouped by gr
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -46,6 +47,9 @@ class FastCBED:
         ``False`` renders every crystal with the unstrained contents (no set-up cost).
     content_step : float
         Grid step of the content strain per component.
+    content_cache_mb : float
+        Memory for corrected libraries, one per content grid point in use (37 MB each for
+        Si [110] at 200 kV on the default detector; least recently used ones are dropped).
 
     Raises
     ------
@@ -63,6 +67,7 @@ class FastCBED:
         batch: int = 256,
         strain_contents: bool = True,
         content_step: float = DEFAULT_STEP,
+        content_cache_mb: float = 1024.0,
     ) -> None:
         spec = library.spec
         if not np.isclose(beam.voltage_kv, spec.voltage_kv):
@@ -117,7 +122,8 @@ class FastCBED:
         )
         self.contents = StrainContents(library, content_step) if strain_contents else None
         self._visible = np.flatnonzero(visible)
-        self._volumes: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._volumes: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
+        self.content_cache_bytes = int(content_cache_mb * 2**20)
         self.per_pixel = self.pixel**2 / (np.pi * self.alpha**2)  # aperture fraction per pixel
         self.thickness_range = (float(library.thickness_nm[0]), float(library.thickness_nm[-1]))
 
@@ -133,18 +139,26 @@ class FastCBED:
         """Rendered beam intensities ``(G, 1, T, K, K)`` for a content-strain grid point."""
         if self.contents is None or voxel == (0, 0, 0):
             return self.volume
-        if voxel not in self._volumes:
-            delta = self.contents.correction(voxel)  # (T, G_in, K, K), library beams in basis
-            position = np.full(len(self.library.hk), -1)
-            position[np.flatnonzero(self.contents.in_basis)] = np.arange(delta.shape[1])
-            rows = position[self._visible]
-            corrected = self.volume.clone()
-            have = np.flatnonzero(rows >= 0)
-            corrected[torch.as_tensor(have), 0] += delta[:, rows[have]].permute(1, 0, 2, 3)
-            if len(self._volumes) >= 4:  # a few full volumes (tens of MB each) per model
-                self._volumes.pop(next(iter(self._volumes)))
-            self._volumes[voxel] = corrected.clamp_(min=0.0)
-        return self._volumes[voxel]
+        if voxel in self._volumes:
+            self._volumes.move_to_end(voxel)
+            return self._volumes[voxel]
+        position = np.full(len(self.library.hk), -1)
+        position[np.flatnonzero(self.contents.in_basis)] = np.arange(self.contents.in_basis.sum())
+        rows = position[self._visible]
+        have = np.flatnonzero(rows >= 0)
+        delta = self.contents.correction(voxel, rows[have]).permute(1, 0, 2, 3)  # (G_have, T, K, K)
+        if len(have) == len(rows):
+            corrected = self.volume[:, 0] + delta
+        else:
+            corrected = self.volume[:, 0].clone()
+            corrected[torch.as_tensor(have)] += delta
+        corrected = corrected.clamp_(min=0.0).unsqueeze(1)
+        self._volumes[voxel] = corrected
+        while len(self._volumes) > 1 and (
+            len(self._volumes) * corrected.nbytes > self.content_cache_bytes
+        ):
+            self._volumes.popitem(last=False)
+        return corrected
 
     def _check(self, thickness: np.ndarray, tilt: np.ndarray) -> None:
         lo, hi = self.thickness_range

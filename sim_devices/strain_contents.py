@@ -82,10 +82,16 @@ class StrainContents:
                 _cache.popitem(last=False)
         return out
 
-    def correction(self, voxel: tuple[int, int, int]) -> torch.Tensor:
-        """``B(e) - B(0)`` for the library beams in the basis, ``(T, G_in, K, K)`` float32."""
+    def correction(
+        self, voxel: tuple[int, int, int], rows: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """``B(e) - B(0)`` for the library beams in the basis, ``(T, G_in, K, K)`` float32.
+
+        ``rows`` selects some of those beams (indices into them) before interpolation.
+        """
         voxel = tuple(int(v) for v in voxel)
-        delta = self._bloch(voxel) - self._bloch((0, 0, 0))
+        index = slice(None) if rows is None else torch.as_tensor(rows)
+        delta = self._bloch(voxel)[:, index] - self._bloch((0, 0, 0))[:, index]
         n = len(self.library.k_mrad)
         if delta.shape[-1] != n:
             delta = torch.nn.functional.interpolate(
