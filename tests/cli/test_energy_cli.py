@@ -41,19 +41,32 @@ def test_bad_input_is_one_line_and_exit_1(arguments, message, capsys, tmp_path, 
     assert not any(tmp_path.iterdir())  # Nothing computed, nothing cached.
 
 
-def test_strain_energies_on_dask(tmp_path):
-    env = os.environ | {"STEM_LOOP_CACHE": str(tmp_path / "cache")}
+def _energy(tmp_path, *arguments: str) -> tuple[list[dict], str]:
+    """Run ``stem-loop energy ... --json`` with a private cache; the results and stdout."""
     done = subprocess.run(
-        [STEM_LOOP, "energy", "--material", "Si", "--executor", "dask", "--settings", "quick"]
-        + ["--strain", "0.01,0,0", "--strain", "-0.01,0,0", "--strain", "0,0,0.005", "--json"],
-        env=env,
+        [STEM_LOOP, "energy", "--material", "Si", "--settings", "quick", *arguments, "--json"],
+        env=os.environ | {"STEM_LOOP_CACHE": str(tmp_path / "cache")},
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=400,
     )
     assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
+
+
+def test_strain_energies_on_dask(tmp_path):
+    results, stdout = _energy(
+        tmp_path,
+        "--executor",
+        "dask",
+        "--strain",
+        "0.01,0,0",
+        "--strain",
+        "-0.01,0,0",
+        "--strain",
+        "0,0,0.005",
+    )
     assert [r["strain"] for r in results] == [[0.01, 0, 0], [-0.01, 0, 0], [0, 0, 0.005]]
     energies = [r["energy_mev_per_atom"] for r in results]
     assert all(0.1 < e < 5 for e in energies)  # meV/atom: elastic energies of ~1 % strain
@@ -63,21 +76,11 @@ def test_strain_energies_on_dask(tmp_path):
         assert r["calculator"]["code"] == "GPAW" and r["calculator"]["ecut_ev"] == 250.0
         assert "Dask LocalCluster" in r["executor"]
         assert 5.3 < r["reference"]["lattice_constant_a"] < 5.7
-    assert "relaxed a =" in done.stdout
+    assert "relaxed a =" in stdout
     assert list((tmp_path / "cache" / "energetics").glob("reference-Si-*.json"))
     assert len(list((tmp_path / "cache" / "energetics").glob("results-Si-*.jsonl"))) == 1
 
     # a second run (another executor) answers the computed structure from the result store
-    again = subprocess.run(
-        [STEM_LOOP, "energy", "--material", "Si", "--settings", "quick"]
-        + ["--strain", "0.01,0,0", "--strain", "0,0.005,0", "--json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert again.returncode == 0, again.stderr
-    second = json.loads(again.stdout.strip().splitlines()[-1])
+    second, _ = _energy(tmp_path, "--strain", "0.01,0,0", "--strain", "0,0.005,0")
     assert [r["source"] for r in second] == ["cache", "dft"]
     assert second[0]["energy_mev_per_atom"] == energies[0]
