@@ -14,9 +14,9 @@ with ``g = F^-T g0`` for the in-plane deformation ``F = I + e`` and ``V_g`` the 
 potential per cell (abTEM's Lobato parametrization, the multislice's own potential; they agree
 to 1e-4). One Hermitian eigen-decomposition per incident direction gives every thickness.
 
-:func:`strain_content_correction` returns ``I(e) - I(0)`` from this model, which the fast model
-adds to its multislice library: the difference cancels most of what the projected,
-finite-basis Bloch-wave model and multislice do not share.
+:meth:`sim_devices.strain_contents.StrainContents.correction` takes ``I(e) - I(0)`` from this
+model, which the fast model adds to its multislice library: the difference cancels most of
+what the projected, finite-basis Bloch-wave model and multislice do not share.
 """
 
 from __future__ import annotations

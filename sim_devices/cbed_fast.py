@@ -121,7 +121,13 @@ class FastCBED:
             1
         )
         self.contents = StrainContents(library, content_step) if strain_contents else None
-        self._visible = np.flatnonzero(visible)
+        if self.contents is not None:
+            # each rendered beam's row among the corrected ones (-1: outside the Bloch basis)
+            position = np.full(len(library.hk), -1)
+            position[self.contents.in_basis] = np.arange(self.contents.in_basis.sum())
+            rows = position[visible]
+            self._corrected = np.flatnonzero(rows >= 0)
+            self._correction_rows = rows[self._corrected]
         self._volumes: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
         self.content_cache_bytes = int(content_cache_mb * 2**20)
         self.per_pixel = self.pixel**2 / (np.pi * self.alpha**2)  # aperture fraction per pixel
@@ -142,16 +148,12 @@ class FastCBED:
         if voxel in self._volumes:
             self._volumes.move_to_end(voxel)
             return self._volumes[voxel]
-        position = np.full(len(self.library.hk), -1)
-        position[np.flatnonzero(self.contents.in_basis)] = np.arange(self.contents.in_basis.sum())
-        rows = position[self._visible]
-        have = np.flatnonzero(rows >= 0)
-        delta = self.contents.correction(voxel, rows[have]).permute(1, 0, 2, 3)  # (G_have, T, K, K)
-        if len(have) == len(rows):
+        delta = self.contents.correction(voxel, self._correction_rows).permute(1, 0, 2, 3)
+        if len(self._corrected) == len(self.volume):
             corrected = self.volume[:, 0] + delta
         else:
             corrected = self.volume[:, 0].clone()
-            corrected[torch.as_tensor(have)] += delta
+            corrected[torch.as_tensor(self._corrected)] += delta
         corrected = corrected.clamp_(min=0.0).unsqueeze(1)
         self._volumes[voxel] = corrected
         while len(self._volumes) > 1 and (

@@ -26,7 +26,7 @@ from .cbed_library import BeamLibrary
 
 #: Content-strain grid step (strain fraction).
 DEFAULT_STEP = 0.005
-#: Corrections kept in memory per process (about 7 MB each for Si [110] at 200 kV).
+#: Bloch-wave results kept in memory per process (about 13 MB each for Si [110] at 200 kV).
 CACHE_SIZE = 48
 
 _cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()

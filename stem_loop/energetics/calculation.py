@@ -205,10 +205,9 @@ def run_energy_job(job: EnergyJob) -> EnergyResult:
             "parameters": settings.calculator_parameters(),
             "parallel": job.parallel.gpaw_parallel,
         }
-        if job.parallel.isolated:
-            payload["mpi_ranks"] = job.parallel.mpi_ranks
         t0 = time.perf_counter()
         if job.parallel.isolated:
+            payload["mpi_ranks"] = job.parallel.mpi_ranks
             outcome = _attempt_isolated(payload, job.parallel, job.timeout_s)
         else:
             outcome = _attempt_inline(payload)
