@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument(
+        "--members",
+        type=int,
+        default=3,
+        help="networks in the ensemble, trained from seeds SEED, SEED+1, ... (default: 3)",
+    )
+    parser.add_argument(
         "--heldout",
         action="store_true",
         help="also recompute the exact held-out set (12 abTEM runs on a 12.8 nm block, one "
@@ -59,10 +65,18 @@ def run(args: argparse.Namespace) -> int:
     from stem_loop.inference.dataset import generate_shards
     from stem_loop.inference.heldout import SHIPPED_HELDOUT, build_heldout
     from stem_loop.inference.predictor import SHIPPED_WEIGHTS, Predictor
-    from stem_loop.inference.training import META_FILE, WEIGHTS_FILE, TrainingSettings, train
+    from stem_loop.inference.training import (
+        META_FILE,
+        WEIGHTS_FILE,
+        TrainingSettings,
+        build_ensemble,
+        train,
+    )
 
-    if args.shards < 1 or args.frames_per_shard < 256 or args.epochs < 1:
-        raise CommandError("--shards and --epochs must be >= 1, --frames-per-shard >= 256")
+    if args.shards < 1 or args.frames_per_shard < 256 or args.epochs < 1 or args.members < 1:
+        raise CommandError(
+            "--shards, --epochs and --members must be >= 1, --frames-per-shard >= 256"
+        )
     work = args.dir or _default_dir()
     start = time.perf_counter()
     timings = {}
@@ -76,16 +90,26 @@ def run(args: argparse.Namespace) -> int:
     )
     timings["data_s"] = time.perf_counter() - start
     model_dir = work / "model"
-    meta = train(
-        shards, model_dir, TrainingSettings(epochs=args.epochs, seed=args.seed), progress=True
-    )
+    if args.members == 1:
+        meta = train(
+            shards, model_dir, TrainingSettings(epochs=args.epochs, seed=args.seed), progress=True
+        )
+    else:
+        member_dirs = []
+        for i in range(args.members):
+            print(f"ensemble member {i + 1} of {args.members}", flush=True)
+            settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i)
+            member_dirs.append(model_dir / f"member{i}")
+            train(shards, member_dirs[-1], settings, progress=True)
+        meta = build_ensemble(member_dirs, shards, model_dir)
     timings["train_s"] = time.perf_counter() - start - timings["data_s"]
     heldout_path = SHIPPED_HELDOUT
     if args.heldout:
         heldout_path = build_heldout(work / "heldout_exact.npz", progress=True)
     result = dict(
         model_dir=str(model_dir),
-        frames=meta["training"]["frames"],
+        frames=len(shards) * args.frames_per_shard,
+        members=args.members,
         validation_rms=meta["validation_rms"],
         **timings,
     )

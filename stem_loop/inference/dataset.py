@@ -51,7 +51,8 @@ class TrainingRanges:
     (:mod:`sim_devices.strain_contents`) instead of the unstrained ones. It is off for the
     shipped weights: with 256-frame blocks (512 content cells over six beam libraries) the
     network did worse on held-out exact physics (0.161 / 0.185 / 0.085 % strain, 6.0 nm
-    thickness, against 0.113 / 0.126 / 0.081 % and 5.25 nm; see the model card).
+    thickness, against 0.113 / 0.126 / 0.081 % and 5.25 nm for the same single network on the
+    unstrained contents; see the model card).
     """
 
     strain: float = 0.02

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from .conditions import BeamConditions
-from .network import OUTPUTS, DescriptorNet, to_physical
+from .network import OUTPUTS, to_physical
 from .preprocess import Preprocessor
-from .training import META_FILE, WEIGHTS_FILE
+from .training import load_model
 
 #: Where the shipped weights live.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
@@ -60,13 +58,13 @@ class Prediction:
 
 
 class Predictor:
-    """Load a trained descriptor network and apply it to frames.
+    """Load a trained descriptor network (or ensemble of them) and apply it to frames.
 
     Parameters
     ----------
     path : str or Path, optional
         Directory with ``descriptor_net.safetensors`` and ``descriptor_net.json`` (default: the
-        weights shipped with the package).
+        weights shipped with the package). See :func:`~stem_loop.inference.training.load_model`.
     batch : int
         Frames per forward pass.
 
@@ -78,16 +76,7 @@ class Predictor:
 
     def __init__(self, path: str | Path | None = None, *, batch: int = 1024) -> None:
         path = Path(path) if path is not None else SHIPPED_WEIGHTS
-        weights, meta_path = path / WEIGHTS_FILE, path / META_FILE
-        for needed in (weights, meta_path):
-            if not needed.is_file():
-                raise FileNotFoundError(
-                    f"no trained model at {needed}; run 'stem-loop train' to make one"
-                )
-        self.meta = json.loads(meta_path.read_text())
-        self.model = DescriptorNet(**self.meta["network"])
-        self.model.load_state_dict(load_file(weights))  # tensors only: no pickle
-        self.model.eval()
+        self.model, self.meta = load_model(path)
         self.sigma_scale = torch.tensor(self.meta["sigma_scale"])
         self.max_residual_px = float(self.meta["ood"]["max_residual_px"])
         self.min_peak = float(self.meta["ood"]["min_peak"])

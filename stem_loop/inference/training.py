@@ -15,10 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .dataset import load_shards
-from .network import OUTPUTS, DescriptorNet, gaussian_nll, to_normalised, to_physical
+from .network import (
+    OUTPUTS,
+    DescriptorEnsemble,
+    DescriptorNet,
+    gaussian_nll,
+    to_normalised,
+    to_physical,
+)
 
 #: File names of a trained model (weights and metadata).
 WEIGHTS_FILE = "descriptor_net.safetensors"
@@ -35,6 +42,7 @@ class TrainingSettings:
     weight_decay: float = 1e-5
     validation_fraction: float = 0.05
     seed: int = 0
+    split_seed: int = 0
     width: int = 32
     hidden: int = 192
 
@@ -80,9 +88,7 @@ def train(
     data = load_shards(shard_paths)
     crops, side, lattice, target = _tensors(data)
     n = len(side)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
-    n_val = max(1, int(n * settings.validation_fraction))
-    val, trn = order[:n_val], order[n_val:]
+    val, trn = _split(n, settings)
 
     model = DescriptorNet(settings.width, settings.hidden)
     optimiser = torch.optim.AdamW(
@@ -110,7 +116,8 @@ def train(
     for epoch in range(first_epoch, settings.epochs):
         start = time.perf_counter()
         model.train()
-        perm = trn[torch.randperm(len(trn), generator=torch.Generator().manual_seed(epoch))]
+        shuffle = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+        perm = trn[torch.randperm(len(trn), generator=shuffle)]
         total = 0.0
         for lo in range(0, len(perm), settings.batch):
             idx = perm[lo : lo + settings.batch]
@@ -154,6 +161,26 @@ def train(
     if best is not None:  # early stopping: keep the epoch that generalised best
         model.load_state_dict(best)
     best_epoch = min(history, key=lambda h: h["val_nll"])["epoch"] if history else 0
+    meta = _calibrate(model, data, val)
+    meta.update(
+        network=model.config,
+        training=dict(settings=asdict(settings), frames=n, best_epoch=best_epoch, history=history),
+    )
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+    (out / META_FILE).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _split(n: int, settings: TrainingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the held-back and the training frames (the split depends on ``split_seed``)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.split_seed))
+    n_val = max(1, int(n * settings.validation_fraction))
+    return order[:n_val], order[n_val:]
+
+
+def _calibrate(model: torch.nn.Module, data: dict[str, np.ndarray], val: torch.Tensor) -> dict:
+    """Sigma scales, OOD thresholds and rms errors of ``model`` on the held-back frames."""
+    crops, side, lattice, target = _tensors(data)
     mean, log_var, _ = _evaluate(model, crops[val], side[val], target[val])
     z2 = ((target[val] - mean).square() * torch.exp(-log_var)).mean(0)
     sigma_scale = z2.sqrt()  # calibrates the predicted sigma on held-back frames
@@ -162,8 +189,7 @@ def train(
     rms = (value - truth).square().mean(0).sqrt()
     residual = torch.as_tensor(data["residual_px"])[val]
     peak = torch.as_tensor(data["peak"])[val]
-    meta = dict(
-        network=model.config,
+    return dict(
         outputs=list(OUTPUTS),
         sigma_scale=sigma_scale.tolist(),
         ood=dict(
@@ -171,8 +197,83 @@ def train(
             min_peak=float(torch.quantile(peak, 0.001)) / 1.5,
         ),
         validation_rms=dict(zip(OUTPUTS, rms.tolist(), strict=True)),
-        training=dict(settings=asdict(settings), frames=n, best_epoch=best_epoch, history=history),
     )
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+
+
+def load_model(path: str | Path) -> tuple[DescriptorEnsemble, dict]:
+    """The network (or ensemble) in ``path`` and its metadata; tensors only, no pickle.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory lacks the weights or their metadata.
+    """
+    path = Path(path)
+    weights, meta_path = path / WEIGHTS_FILE, path / META_FILE
+    for needed in (weights, meta_path):
+        if not needed.is_file():
+            raise FileNotFoundError(
+                f"no trained model at {needed}; run 'stem-loop train' to make one"
+            )
+    meta = json.loads(meta_path.read_text())
+    state = load_file(weights)
+    size = int(meta.get("members", 0))
+    if size:
+        model = DescriptorEnsemble.empty(size, **meta["network"])
+    else:  # one network, stored on its own
+        model = DescriptorEnsemble([DescriptorNet(**meta["network"])])
+        state = {f"members.0.{k}": v for k, v in state.items()}
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def build_ensemble(
+    member_dirs: list[Path],
+    shard_paths: list[Path],
+    out: str | Path,
+    settings: TrainingSettings | None = None,
+) -> dict:
+    """Join trained members into one ensemble and calibrate it on the held-back frames.
+
+    Every member must have been trained on ``shard_paths`` with the same ``split_seed`` and
+    ``validation_fraction`` as ``settings``, so that no member saw the frames the ensemble is
+    calibrated on.
+
+    Returns
+    -------
+    dict
+        The metadata written to :data:`META_FILE` (each member's training record included).
+    """
+    settings = settings or TrainingSettings()
+    members, records = [], []
+    for directory in member_dirs:
+        model, meta = load_model(directory)
+        trained = meta["training"]["settings"]
+        for key in ("split_seed", "validation_fraction"):
+            if trained.get(key, 0) != getattr(settings, key):
+                raise ValueError(
+                    f"member {directory} was trained with {key}={trained.get(key)}, "
+                    f"the ensemble calibrates with {getattr(settings, key)}: it saw "
+                    "frames the ensemble would be calibrated on"
+                )
+        members.extend(model.members)
+        records.append(dict(meta["training"], validation_rms=meta["validation_rms"]))
+    configs = {json.dumps(m.config, sort_keys=True) for m in members}
+    if len(configs) != 1:
+        raise ValueError(f"members differ in architecture: {sorted(configs)}")
+    ensemble = DescriptorEnsemble(members)
+    data = load_shards(shard_paths)
+    for directory, record in zip(member_dirs, records, strict=True):
+        if record["frames"] != len(data["side"]):
+            raise ValueError(
+                f"member {directory} was trained on {record['frames']} frames, the shards "
+                f"hold {len(data['side'])}: it was trained on other data"
+            )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _calibrate(ensemble, data, _split(len(data["side"]), settings)[0])
+    meta.update(network=members[0].config, members=len(members), training=dict(members=records))
+    state = {k: v.contiguous() for k, v in ensemble.state_dict().items()}
+    save_file(state, out / WEIGHTS_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
     return meta

@@ -95,3 +95,50 @@ def test_strain_content_blocks_share_one_content_cell(tmp_path):
     for block in strain.reshape(2, 64, 3):
         cells = np.unique(np.rint(block / 0.005), axis=0)
         assert len(cells) == 1  # one Bloch-wave content correction per block
+
+
+def test_ensemble_joins_members_into_one_calibrated_gaussian(shards, tmp_path):
+    from stem_loop.inference.network import DescriptorEnsemble
+    from stem_loop.inference.training import build_ensemble, load_model
+
+    tiny = dict(epochs=2, batch=32, learning_rate=3e-3, width=8, hidden=32)
+    dirs = [tmp_path / f"member{seed}" for seed in (0, 1)]
+    for seed, directory in zip((0, 1), dirs, strict=True):
+        train(shards, directory, TrainingSettings(seed=seed, **tiny))
+    meta = build_ensemble(dirs, shards, tmp_path / "ensemble")
+    assert meta["members"] == 2 and len(meta["training"]["members"]) == 2
+    assert all(s > 0 for s in meta["sigma_scale"])
+
+    ensemble, _ = load_model(tmp_path / "ensemble")
+    members = [load_model(d)[0] for d in dirs]
+    assert isinstance(ensemble, DescriptorEnsemble) and len(ensemble.members) == 2
+    data = load_shards(shards)
+    crops = torch.as_tensor(data["crops"][:64]).float()
+    side = torch.as_tensor(data["side"][:64])
+    with torch.no_grad():
+        mean, log_var = ensemble(crops, side)
+        outs = [m(crops, side) for m in members]
+    member_means = torch.stack([m for m, _ in outs])
+    torch.testing.assert_close(mean, member_means.mean(0))
+    assert not torch.allclose(member_means[0], member_means[1])  # different seeds
+    # the mixture is wider than its members on average: it adds their disagreement
+    mean_member_var = torch.stack([v.exp() for _, v in outs]).mean(0)
+    assert torch.all(log_var.exp() >= mean_member_var * (1 - 1e-5))
+    predicted = Predictor(tmp_path / "ensemble").predict(
+        np.zeros((1, 128, 128), np.uint16), predictor_conditions()
+    )
+    assert predicted.ood.all()  # the ensemble still flags a blank frame
+
+
+def test_ensemble_refuses_members_that_saw_its_calibration_frames(shards, tmp_path):
+    from stem_loop.inference.training import build_ensemble
+
+    tiny = dict(epochs=1, batch=64, width=8, hidden=32)
+    train(shards, tmp_path / "a", TrainingSettings(seed=0, **tiny))
+    train(shards, tmp_path / "b", TrainingSettings(seed=1, split_seed=5, **tiny))
+    with pytest.raises(ValueError, match="split_seed"):
+        build_ensemble([tmp_path / "a", tmp_path / "b"], shards, tmp_path / "ensemble")
+    with pytest.raises(ValueError, match="other data"):  # trained on one shard of two
+        train(shards[:1], tmp_path / "c", TrainingSettings(seed=1, **tiny))
+        build_ensemble([tmp_path / "a", tmp_path / "c"], shards, tmp_path / "ensemble")
+    assert not (tmp_path / "ensemble").exists()
