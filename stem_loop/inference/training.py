@@ -161,11 +161,16 @@ def train(
     if best is not None:  # early stopping: keep the epoch that generalised best
         model.load_state_dict(best)
     best_epoch = min(history, key=lambda h: h["val_nll"])["epoch"] if history else 0
-    meta = _calibrate(model, data, val)
+    meta = _calibrate(model, data, (crops, side, lattice, target), val)
     meta.update(
         network=model.config,
         training=dict(settings=asdict(settings), frames=n, best_epoch=best_epoch, history=history),
     )
+    return _write(out, model, meta)
+
+
+def _write(out: Path, model: torch.nn.Module, meta: dict) -> dict:
+    """Weights (``safetensors``) and metadata (JSON) of ``model`` into ``out``; returns ``meta``."""
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
     return meta
@@ -178,9 +183,17 @@ def _split(n: int, settings: TrainingSettings) -> tuple[torch.Tensor, torch.Tens
     return order[:n_val], order[n_val:]
 
 
-def _calibrate(model: torch.nn.Module, data: dict[str, np.ndarray], val: torch.Tensor) -> dict:
-    """Sigma scales, OOD thresholds and rms errors of ``model`` on the held-back frames."""
-    crops, side, lattice, target = _tensors(data)
+def _calibrate(
+    model: torch.nn.Module,
+    data: dict[str, np.ndarray],
+    tensors: tuple[torch.Tensor, ...],
+    val: torch.Tensor,
+) -> dict:
+    """Sigma scales, OOD thresholds and rms errors of ``model`` on the held-back frames.
+
+    ``tensors`` are :func:`_tensors` of ``data`` (the caller has them already).
+    """
+    crops, side, lattice, target = tensors
     mean, log_var, _ = _evaluate(model, crops[val], side[val], target[val])
     z2 = ((target[val] - mean).square() * torch.exp(-log_var)).mean(0)
     sigma_scale = z2.sqrt()  # calibrates the predicted sigma on held-back frames
@@ -250,9 +263,10 @@ def build_ensemble(
         model, meta = load_model(directory)
         trained = meta["training"]["settings"]
         for key in ("split_seed", "validation_fraction"):
-            if trained.get(key, 0) != getattr(settings, key):
+            used = trained.get(key, 0)  # weights from before split_seed existed used 0
+            if used != getattr(settings, key):
                 raise ValueError(
-                    f"member {directory} was trained with {key}={trained.get(key)}, "
+                    f"member {directory} was trained with {key}={used}, "
                     f"the ensemble calibrates with {getattr(settings, key)}: it saw "
                     "frames the ensemble would be calibrated on"
                 )
@@ -271,9 +285,7 @@ def build_ensemble(
             )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = _calibrate(ensemble, data, _split(len(data["side"]), settings)[0])
+    val = _split(len(data["side"]), settings)[0]
+    meta = _calibrate(ensemble, data, _tensors(data), val)
     meta.update(network=members[0].config, members=len(members), training=dict(members=records))
-    state = {k: v.contiguous() for k, v in ensemble.state_dict().items()}
-    save_file(state, out / WEIGHTS_FILE)
-    (out / META_FILE).write_text(json.dumps(meta, indent=1))
-    return meta
+    return _write(out, ensemble, meta)
