@@ -676,7 +676,8 @@ class InferenceAgent:
             failure = "no beam conditions (start metadata or the agent's conditions)"
         else:
             try:
-                frames = np.concatenate([c.frames for _, _, c in good])
+                parts = [c.frames for _, _, c in good]
+                frames = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 for _, _, c in good:
                     c.frames = None  # the batch holds them now
                 prediction = predictor.predict(frames, run.conditions)

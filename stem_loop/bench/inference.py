@@ -9,14 +9,17 @@ Run ``stem-loop bench inference --help``. Figures printed, on this machine's CPU
 * ``agent``: the same file through :class:`~stem_loop.agents.inference.InferenceAgent`
   (StreamResource/StreamDatum documents in, ``descriptors`` event pages out).
 
-With a CUDA device (never required) the network, the front end (if it can run there) and end
-to end (frames copied to the device; the front end there, else on the CPU) are measured there
-as well, in batches of up to 4096 frames.
+With a CUDA device (never required; ``--device``) a :class:`~stem_loop.inference.Predictor` on
+that device is measured as well, in batches of ``--device-batch`` frames: the front end and the
+network on data already there, host memory to descriptors, the HDF5 file end to end (one
+reader thread a batch ahead) and the agent. ``--no-cpu`` skips the CPU figures.
 
 The frames are simulated with the fast model on the built-in sample at the default dose (a few
-hundred distinct frames, repeated). Then, unless ``--no-accuracy``, the accuracy report of the
-shipped network on the held-out exact-physics set (``stem_loop.inference.evaluation.report``),
-when that module exists.
+hundred distinct frames, repeated). ``--save-frames F.npz`` keeps them with their beam
+conditions and ``--frames-file F.npz`` measures on them instead, e.g. on a GPU machine without
+the beam libraries (or on frames of a real detector saved the same way). Then, unless
+``--no-accuracy``, the accuracy report of the shipped network on the held-out exact-physics
+set (``stem_loop.inference.evaluation.report``), when that module exists.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -232,68 +236,82 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _device_figures(
-    predictor, frames, conditions, batch: int, repeats: int, device: str = "cuda"
-) -> dict:
-    """Network, front end and end to end on ``device`` (where the code allows).
+def _read_ahead_and_predict(predictor, conditions, path: Path, n: int, batch: int) -> None:
+    """Predict the file's frames batch by batch while a thread reads the next batch."""
+    import h5py
 
-    ``network``: the network on inputs already on the device. ``front_end``: the front end on
-    frames already on the device (None, with ``front_end_error``, if it cannot run there).
-    ``end_to_end``: frames copied to the device, front end there (else on the CPU), network
-    there, results back on the CPU.
+    slices = _batches(n, batch)
+    with (
+        h5py.File(path, "r", swmr=True, libver="latest") as file,
+        ThreadPoolExecutor(1) as reader,
+    ):
+        dataset = file[DATASET]
+        pending = reader.submit(dataset.__getitem__, slices[0])
+        for k in range(len(slices)):
+            chunk = pending.result()
+            if k + 1 < len(slices):
+                pending = reader.submit(dataset.__getitem__, slices[k + 1])
+            predictor.predict(chunk, conditions)
+
+
+def _device_figures(
+    frames: np.ndarray,
+    conditions,
+    batch: int,
+    repeats: int,
+    device: str = "cuda",
+    path: Path | None = None,
+    workers: int = 1,
+) -> dict:
+    """Front end, network and end to end with a :class:`Predictor` on ``device``.
+
+    ``front_end``: the front end on frames already on the device; ``network``: the network on
+    inputs already there; ``from_memory``: uint16 frames in host memory to descriptors back in
+    host memory (``Predictor.predict``: copy there, front end, network, copy back, OOD
+    checks). With ``path`` (the frames' HDF5 file) also ``end_to_end`` (read the file, one
+    reader thread a batch ahead, and predict) and ``agent`` (the inference agent with that
+    predictor).
     """
     import torch
 
-    device = torch.device(device)
+    from stem_loop.inference import Predictor
+
+    predictor = Predictor(batch=batch, device=device)
+    device = predictor.device
     n = len(frames)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     out: dict[str, Any] = {"device": name, "batch": batch}
-    model = predictor.model.to(device)
     pre = predictor.preprocessor(conditions)
-    try:
-        cpu_inputs = [pre(frames[s]) for s in _batches(n, batch)]
-        inputs = [(x.crops.to(device), x.side.to(device)) for x in cpu_inputs]
+    on_device = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    inputs = [pre(on_device[s]) for s in _batches(n, batch)]
+    model = predictor.model
 
-        def network() -> None:
-            with torch.no_grad():
-                for crops, side in inputs:
-                    model(crops, side)
-            _sync(device)
+    def network() -> None:
+        with torch.no_grad():
+            for x in inputs:
+                model(x.crops, x.side)
+        _sync(device)
 
-        network()  # warm-up
-        out["network"] = _rate(n, _best_of(repeats, network))
-        front_on_device = True
-        try:
-            on_device = torch.as_tensor(frames.astype(np.int32)).to(device)
-            pre(on_device[:8])
+    def front_end() -> None:
+        for s in _batches(n, batch):
+            pre(on_device[s])
+        _sync(device)
 
-            def front_end() -> None:
-                for s in _batches(n, batch):
-                    pre(on_device[s])
-                _sync(device)
+    def from_memory() -> None:
+        for s in _batches(n, batch):
+            predictor.predict(frames[s], conditions)
 
-            out["front_end"] = _rate(n, _best_of(repeats, front_end))
-        except Exception as err:  # the front end keeps some tensors on the CPU
-            front_on_device = False
-            out["front_end"] = None
-            out["front_end_error"] = f"{type(err).__name__}: {err}"
-
-        def end_to_end() -> None:
-            with torch.no_grad():
-                for s in _batches(n, batch):
-                    chunk = torch.as_tensor(frames[s].astype(np.int32))
-                    if front_on_device:
-                        x = pre(chunk.to(device))
-                        crops, side = x.crops, x.side
-                    else:
-                        x = pre(chunk)
-                        crops, side = x.crops.to(device), x.side.to(device)
-                    mean, log_var = model(crops, side)
-                    mean.cpu(), log_var.cpu()
-
-        out["end_to_end"] = _rate(n, _best_of(repeats, end_to_end))
-    finally:
-        predictor.model.to("cpu")
+    stages = {"network": network, "front_end": front_end, "from_memory": from_memory}
+    if path is not None:
+        stages["end_to_end"] = lambda: _read_ahead_and_predict(
+            predictor, conditions, path, n, batch
+        )
+        stages["agent"] = lambda: _through_agent(predictor, conditions, path, n, batch, workers)
+    for stage, function in stages.items():
+        function()  # warm-up: kernels, cuDNN plans, allocator
+        out[stage] = _rate(n, _best_of(repeats, function))
+    if device.type == "cuda":
+        out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
     return out
 
 
@@ -307,6 +325,36 @@ def _accuracy(predictor, doses: tuple[float, ...] | None) -> dict | None:
     return evaluation.report(predictor, **kwargs)
 
 
+def save_frames(path: str | Path, frames: np.ndarray, conditions) -> Path:
+    """Write frames and their beam conditions to an ``.npz`` that ``--frames`` reads back."""
+    path = Path(path)
+    np.savez_compressed(path, frames=frames, conditions=json.dumps(conditions.as_dict()))
+    return path
+
+
+def load_frames(path: str | Path, n: int) -> tuple[np.ndarray, Any]:
+    """``n`` frames (repeated if the file has fewer) and their conditions from :func:`save_frames`.
+
+    Raises
+    ------
+    ValueError
+        If the file lacks ``frames`` or ``conditions``, or the frames are not ``(N, rows, cols)``
+        uint16 counts.
+    """
+    from stem_loop.inference import BeamConditions
+
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"frames", "conditions"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(sorted(missing))} (see --save-frames)")
+        stored, conditions = data["frames"], BeamConditions(**json.loads(str(data["conditions"])))
+    if stored.ndim != 3 or stored.dtype != np.uint16 or not len(stored):
+        raise ValueError(
+            f"{path}: frames must be (N, rows, cols) uint16, got {stored.dtype} {stored.shape}"
+        )
+    return stored[np.arange(n) % len(stored)], conditions
+
+
 def run_inference_bench(
     frames: int = 2048,
     *,
@@ -315,6 +363,11 @@ def run_inference_bench(
     repeats: int = 2,
     workers: int = 1,
     gpu: bool = True,
+    cpu: bool = True,
+    device: str = "cuda",
+    device_batch: int = GPU_BATCH,
+    frames_file: str | Path | None = None,
+    save_frames_to: str | Path | None = None,
     accuracy: bool = True,
     doses: tuple[float, ...] | None = None,
     seed: int = 0,
@@ -329,13 +382,23 @@ def run_inference_bench(
     threads : int, optional
         Torch CPU threads (default: torch's choice, the machine's cores).
     batch : int
-        Frames per batch (read, front end, network).
+        Frames per batch (read, front end, network) on the CPU.
     repeats : int
         Each figure is the best of this many runs.
     workers : int
         Batches the agent infers at once (its ``workers``).
     gpu : bool
-        Also measure on a CUDA device if one is available.
+        Also measure on ``device`` if this machine has it.
+    cpu : bool
+        Measure on the CPU.
+    device : str
+        The accelerator (``"cuda"``, ``"cuda:1"``).
+    device_batch : int
+        Frames per batch on the accelerator (at most ``frames``).
+    frames_file : str or Path, optional
+        Frames and conditions saved by :func:`save_frames` (default: simulate them here).
+    save_frames_to : str or Path, optional
+        Save the frames used (and their conditions) there, for ``frames_file`` elsewhere.
     accuracy : bool
         Append the held-out accuracy report (``stem_loop.inference.evaluation.report``).
     doses : tuple of float, optional
@@ -349,9 +412,10 @@ def run_inference_bench(
     -------
     dict
         ``cpu`` (frames/s: ``read_hdf5``, ``front_end``, ``network``, ``end_to_end``,
-        ``agent``; and the same per CPU-second of this process in ``per_cpu_second``),
-        ``gpu`` (or None), ``accuracy`` (the report's ``rows``, or None), and the
-        settings and machine load they were measured under.
+        ``agent``; and the same per CPU-second of this process in ``per_cpu_second``; None
+        when skipped), ``gpu`` (see :func:`_device_figures`; None without a device),
+        ``accuracy`` (the report's ``rows``, or None), and the settings and machine load they
+        were measured under.
     """
     import torch
 
@@ -361,16 +425,23 @@ def run_inference_bench(
         raise ValueError(f"frames must be at least 1, got {frames}")
     if threads is not None:
         torch.set_num_threads(threads)
-    predictor = Predictor()
     load_before = os.getloadavg()
-    data, conditions = simulate_frames(frames, seed)
+    if frames_file is not None:
+        data, conditions = load_frames(frames_file, frames)
+    else:
+        data, conditions = simulate_frames(frames, seed)
+    if save_frames_to is not None:
+        save_frames(save_frames_to, data[:MAX_DISTINCT_FRAMES], conditions)
+    predictor = Predictor() if cpu or accuracy else None
+    cpu_figures = gpu_figures = None
     with tempfile.TemporaryDirectory(prefix="stem-loop-bench-") as tmp:
         path = write_frames(Path(tmp) / "frames.h5", data)
-        cpu = _cpu_figures(predictor, data, conditions, path, batch, repeats, workers)
-    gpu_figures = None
-    if gpu and torch.cuda.is_available():
-        gpu_batch = max(batch, min(frames, GPU_BATCH))
-        gpu_figures = _device_figures(predictor, data, conditions, gpu_batch, repeats, "cuda")
+        if cpu:
+            cpu_figures = _cpu_figures(predictor, data, conditions, path, batch, repeats, workers)
+        if gpu and _has_device(device):
+            gpu_figures = _device_figures(
+                data, conditions, min(device_batch, frames), repeats, device, path, workers
+            )
     result: dict[str, Any] = {
         "frames": frames,
         "frame_shape": list(data.shape[1:]),
@@ -380,7 +451,7 @@ def run_inference_bench(
         "omp_wait_policy": os.environ.get(OMP_ENV, "").lower() or "default (active)",
         "cpu_count": os.cpu_count(),
         "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())],
-        "cpu": cpu,
+        "cpu": cpu_figures,
         "gpu": gpu_figures,
         "accuracy": None,
     }
@@ -395,6 +466,15 @@ def run_inference_bench(
         elif verbose:
             print("accuracy: stem_loop.inference.evaluation is not available", flush=True)
     return result
+
+
+def _has_device(device: str) -> bool:
+    from stem_loop.inference.predictor import inference_device
+
+    try:
+        return inference_device(device).type != "cpu"
+    except ValueError:
+        return False
 
 
 def _text(result: dict[str, Any]) -> str:
@@ -413,23 +493,30 @@ def _text(result: dict[str, Any]) -> str:
         "end_to_end": "end to end (read + front end + network)",
         "agent": f"inference agent, {result['agent_workers']} worker(s) (documents in, pages out)",
     }
-    lines.append(f"  {'':<61}{'frames/s':>10}{'frames/CPU-s':>14}")
-    per_cpu = result["cpu"]["per_cpu_second"]
-    for key, label in names.items():
-        lines.append(f"  CPU  {label:<56}{result['cpu'][key]:>10.0f}{per_cpu[key]:>14.0f}")
-    lines.append(
-        "  (frames/CPU-s: frames per second of this process's CPU time, all threads; "
-        "less sensitive to other jobs' load than wall-clock frames/s)"
-    )
+    if result["cpu"]:
+        lines.append(f"  {'':<61}{'frames/s':>10}{'frames/CPU-s':>14}")
+        per_cpu = result["cpu"]["per_cpu_second"]
+        for key, label in names.items():
+            lines.append(f"  CPU  {label:<56}{result['cpu'][key]:>10.0f}{per_cpu[key]:>14.0f}")
+        lines.append(
+            "  (frames/CPU-s: frames per second of this process's CPU time, all threads; "
+            "less sensitive to other jobs' load than wall-clock frames/s)"
+        )
     gpu = result["gpu"]
     if gpu:
         lines.append(f"  GPU: {gpu['device']}, batch {gpu['batch']}")
-        for key in ("front_end", "network", "end_to_end"):
-            value = gpu.get(key)
-            shown = f"{value:>10.0f}" if value else f"  n/a ({gpu.get(key + '_error')})"
-            lines.append(f"  GPU  {names[key]:<56}{shown}")
+        device_names = {
+            "front_end": "front end alone (frames on the device)",
+            "network": "network alone (inputs on the device)",
+            "from_memory": "host memory to descriptors (copy, front end, network, back)",
+            "end_to_end": "end to end (HDF5 read a batch ahead + the above)",
+            "agent": names["agent"],
+        }
+        for key, label in device_names.items():
+            if key in gpu:
+                lines.append(f"  GPU  {label:<56}{gpu[key]:>10.0f}")
     else:
-        lines.append("  GPU: no CUDA device")
+        lines.append("  GPU: none measured")
     return "\n".join(lines)
 
 
@@ -448,6 +535,28 @@ def main(argv: list[str] | None = None) -> None:
         "--workers", type=int, default=1, help="batches the agent infers at once (threads)"
     )
     parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA device")
+    parser.add_argument("--no-cpu", action="store_true", help="skip the CPU figures")
+    parser.add_argument(
+        "--device", default="cuda", help="the accelerator to measure (default: cuda)"
+    )
+    parser.add_argument(
+        "--device-batch",
+        type=int,
+        default=GPU_BATCH,
+        help=f"frames per batch on the accelerator (default: {GPU_BATCH})",
+    )
+    parser.add_argument(
+        "--frames-file",
+        type=Path,
+        default=None,
+        help="frames and conditions saved with --save-frames (default: simulate them)",
+    )
+    parser.add_argument(
+        "--save-frames",
+        type=Path,
+        default=None,
+        help="save the distinct frames and their conditions (.npz) for --frames-file elsewhere",
+    )
     parser.add_argument(
         "--no-accuracy", action="store_true", help="skip the held-out accuracy report"
     )
@@ -468,10 +577,12 @@ def main(argv: list[str] | None = None) -> None:
         if "torch" in sys.modules and os.environ.get(OMP_ENV, "").lower() != args.omp_wait_policy:
             parser.error("--omp-wait-policy must be set before torch is imported; use the env")
         os.environ[OMP_ENV] = args.omp_wait_policy.upper()
-    for name in ("frames", "batch", "repeats", "threads", "workers"):
+    for name in ("frames", "batch", "repeats", "threads", "workers", "device_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.frames_file is not None and not args.frames_file.is_file():
+        parser.error(f"--frames-file {args.frames_file}: no such file")
     doses = None
     if args.doses:
         try:
@@ -485,6 +596,11 @@ def main(argv: list[str] | None = None) -> None:
         repeats=args.repeats,
         workers=args.workers,
         gpu=not args.no_gpu,
+        cpu=not args.no_cpu,
+        device=args.device,
+        device_batch=args.device_batch,
+        frames_file=args.frames_file,
+        save_frames_to=args.save_frames,
         accuracy=not args.no_accuracy,
         doses=doses,
         seed=args.seed,

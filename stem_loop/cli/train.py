@@ -45,6 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="networks in the ensemble, trained from seeds SEED, SEED+1, ... (default: 3)",
     )
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the networks train: cpu (default) or cuda[:N] on a GPU machine",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes writing training shards side by side (default: 1; on a machine with "
+        "many cores, about one per core)",
+    )
+    parser.add_argument(
         "--heldout",
         action="store_true",
         help="also recompute the exact held-out set (12 abTEM runs on a 12.8 nm block, one "
@@ -64,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the stages and print a summary."""
     from stem_loop.inference.dataset import generate_shards
     from stem_loop.inference.heldout import SHIPPED_HELDOUT, build_heldout
-    from stem_loop.inference.predictor import SHIPPED_WEIGHTS, Predictor
+    from stem_loop.inference.predictor import SHIPPED_WEIGHTS, Predictor, inference_device
     from stem_loop.inference.training import (
         META_FILE,
         WEIGHTS_FILE,
@@ -73,10 +85,20 @@ def run(args: argparse.Namespace) -> int:
         train,
     )
 
-    if args.shards < 1 or args.frames_per_shard < 256 or args.epochs < 1 or args.members < 1:
+    if (
+        args.shards < 1
+        or args.frames_per_shard < 256
+        or args.epochs < 1
+        or args.members < 1
+        or args.workers < 1
+    ):
         raise CommandError(
-            "--shards, --epochs and --members must be >= 1, --frames-per-shard >= 256"
+            "--shards, --epochs, --members and --workers must be >= 1, --frames-per-shard >= 256"
         )
+    try:
+        device = inference_device(args.device)
+    except ValueError as err:
+        raise CommandError(f"--device: {err}") from None
     work = args.dir or _default_dir()
     start = time.perf_counter()
     timings = {}
@@ -86,21 +108,21 @@ def run(args: argparse.Namespace) -> int:
         args.shards,
         frames_per_shard=args.frames_per_shard,
         seed=args.seed,
+        workers=args.workers,
         progress=True,
     )
     timings["data_s"] = time.perf_counter() - start
     model_dir = work / "model"
     if args.members == 1:
-        meta = train(
-            shards, model_dir, TrainingSettings(epochs=args.epochs, seed=args.seed), progress=True
-        )
+        settings = TrainingSettings(epochs=args.epochs, seed=args.seed)
+        meta = train(shards, model_dir, settings, device=device, progress=True)
     else:
         member_dirs = []
         for i in range(args.members):
             print(f"ensemble member {i + 1} of {args.members}", flush=True)
             settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i)
             member_dirs.append(model_dir / f"member{i}")
-            train(shards, member_dirs[-1], settings, progress=True)
+            train(shards, member_dirs[-1], settings, device=device, progress=True)
         meta = build_ensemble(member_dirs, shards, model_dir)
     timings["train_s"] = time.perf_counter() - start - timings["data_s"]
     heldout_path = SHIPPED_HELDOUT
@@ -110,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir=str(model_dir),
         frames=len(shards) * args.frames_per_shard,
         members=args.members,
+        device=str(device),
         validation_rms=meta["validation_rms"],
         **timings,
     )
@@ -117,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_eval and heldout_path.exists():
         from stem_loop.inference.evaluation import load_heldout, report
 
-        rep = report(Predictor(model_dir), heldout=load_heldout(heldout_path))
+        predictor = Predictor(model_dir, device=device)
+        rep = report(predictor, heldout=load_heldout(heldout_path))
         result["heldout"] = rep["summary"]
         text += "\n" + rep["text"]
     if args.install:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -165,36 +167,87 @@ def generate_shards(
     ranges: TrainingRanges | None = None,
     materials: tuple[tuple[str, str], ...] = MATERIALS,
     voltages: tuple[float, ...] = TRAINING_VOLTAGES_KV,
+    workers: int = 1,
     progress: bool = False,
 ) -> list[Path]:
     """Write ``shards`` shard files into ``out`` (existing ones are kept: generation resumes).
 
-    Shard ``i`` is seeded with ``(seed, i)``, so a resumed or partial run makes the same data.
-    ``materials`` and ``voltages`` select the beam libraries (each is built once, minutes).
+    Shard ``i`` is seeded with ``(seed, i)``, so a resumed, partial or parallel run makes the
+    same data. ``materials`` and ``voltages`` select the beam libraries (each is built once,
+    minutes). ``workers`` > 1 writes shards side by side in that many processes, one torch
+    thread each (for machines with many cores; the libraries are built first, here).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ranges = ranges or TrainingRanges()
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     (out / "ranges.json").write_text(json.dumps(asdict(ranges), indent=1))
     paths = [out / f"shard{i:04d}.npz" for i in range(shards)]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
     if not todo:
         return paths
-    libraries = _libraries(materials, voltages)
-    for i in todo:
-        start = time.perf_counter()
-        rng = np.random.default_rng([seed, i])
-        blocks = [
-            generate_block(rng, libraries, block, ranges) for _ in range(frames_per_shard // block)
-        ]
-        data = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
-        tmp = paths[i].with_suffix(".tmp.npz")
-        np.savez(tmp, **data)
-        tmp.rename(paths[i])
-        if progress:
-            rate = frames_per_shard / (time.perf_counter() - start)
-            print(f"  shard {i + 1}/{shards}: {rate:.0f} frames/s", flush=True)
+    # missing libraries are built once, here, before any worker needs one
+    _LOADED[(materials, voltages)] = _libraries(materials, voltages)
+    job = dict(
+        seed=seed,
+        frames=frames_per_shard,
+        block=block,
+        ranges=ranges,
+        materials=materials,
+        voltages=voltages,
+    )
+    if workers == 1:
+        done = ((i, _write_shard(paths[i], i, **job)) for i in todo)
+        _report(done, shards, frames_per_shard, progress)
+        return paths
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_write_shard, paths[i], i, threads=1, **job): i for i in todo}
+        done = ((futures[f], f.result()) for f in as_completed(futures))
+        _report(done, shards, frames_per_shard, progress)
     return paths
+
+
+def _report(done, shards: int, frames: int, progress: bool) -> None:
+    """Wait for every shard of ``done`` (``(index, seconds)`` pairs), printing a line each."""
+    for count, (i, seconds) in enumerate(done, 1):
+        if progress:
+            print(
+                f"  shard {i + 1}/{shards} ({count} written): {frames / seconds:.0f} frames/s",
+                flush=True,
+            )
+
+
+#: Beam libraries loaded in this process (worker processes load them once each).
+_LOADED: dict[tuple, dict[tuple[str, str, float], BeamLibrary]] = {}
+
+
+def _write_shard(
+    path: Path,
+    index: int,
+    *,
+    seed: int,
+    frames: int,
+    block: int,
+    ranges: TrainingRanges,
+    materials: tuple[tuple[str, str], ...],
+    voltages: tuple[float, ...],
+    threads: int | None = None,
+) -> float:
+    """Generate shard ``index`` into ``path`` (atomically); returns the seconds it took."""
+    start = time.perf_counter()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    key = (materials, voltages)
+    if key not in _LOADED:
+        _LOADED[key] = _libraries(materials, voltages)
+    rng = np.random.default_rng([seed, index])
+    blocks = [generate_block(rng, _LOADED[key], block, ranges) for _ in range(frames // block)]
+    data = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.rename(path)
+    return time.perf_counter() - start
 
 
 def load_shards(paths: list[Path]) -> dict[str, np.ndarray]:

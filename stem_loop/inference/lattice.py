@@ -135,9 +135,14 @@ class DiskLattice:
         Material, beam and nominal detector calibration.
     max_disks : int
         How many disks (transmitted disk included) to register.
+    device : str or torch.device
+        Where the registration runs (``"cpu"``, ``"cuda"``, ...); frames given to
+        :meth:`measure` are moved there.
     """
 
-    def __init__(self, conditions: BeamConditions, max_disks: int = 13) -> None:
+    def __init__(
+        self, conditions: BeamConditions, max_disks: int = 13, device: str | torch.device = "cpu"
+    ) -> None:
         self.conditions = conditions
         self.hk = expected_disks(conditions, max_disks)
         crystal = zone_axis_crystal(conditions.material, conditions.zone_axis)
@@ -187,6 +192,12 @@ class DiskLattice:
         self.window_index = (iy * pixels + ix).reshape(-1)
         yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
         self.inside = (torch.hypot((xx - half).float(), (yy - half).float()) <= radius).float()
+        self.nominal_basis_inv = torch.linalg.inv(self.nominal_basis_px.double())
+        # the tables are built on the CPU (double precision, once), then live where frames go
+        self.device = torch.device(device)
+        for name, value in list(vars(self).items()):
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(self.device))
 
     @property
     def n_disks(self) -> int:
@@ -205,7 +216,8 @@ class DiskLattice:
     ) -> tuple[LatticeFit, torch.Tensor]:
         """Register the disks of ``frames`` ``(N, rows, cols)`` (counts) and fit the lattice.
 
-        ``total`` (counts per frame) is computed if not given.
+        ``total`` (counts per frame) is computed if not given. Both are moved to the
+        lattice's device; the results live there.
 
         Returns
         -------
@@ -214,9 +226,9 @@ class DiskLattice:
         crops : Tensor
             ``(N, D, CROP_PX, CROP_PX)`` disks around the fitted centres (see :meth:`crops`).
         """
-        frames = frames.to(torch.float32)
+        frames = frames.to(self.device, torch.float32)
         n = frames.shape[0]
-        total = (frames.sum((1, 2)) if total is None else total).clamp_min(1.0)
+        total = (frames.sum((1, 2)) if total is None else total.to(self.device)).clamp_min(1.0)
         raw = self._windows(frames).clamp_min_(0).sqrt_()  # only the windows, not whole frames
         corner = self.corner.expand(n, -1, -1)
         window_spectrum = torch.fft.rfft2(raw)
@@ -270,7 +282,7 @@ class DiskLattice:
             off2 = (fitted - positions).square().sum(-1)
             resid = (off2 * w).sum(-1) / w.sum(-1)
             w = weights.clamp_min(1e-6) / (1.0 + off2 / _ROBUST_PX**2)
-        f_inv_t = basis @ torch.linalg.inv(self.nominal_basis_px.double())
+        f_inv_t = basis @ self.nominal_basis_inv
         f = torch.linalg.inv(f_inv_t).transpose(1, 2)
         strain = torch.stack([f[:, 0, 0] - 1, f[:, 1, 1] - 1, 0.5 * (f[:, 0, 1] + f[:, 1, 0])], 1)
         return LatticeFit(

@@ -129,6 +129,7 @@ def to_physical(
     units = torch.tensor(
         [STRAIN_UNIT] * 3 + [THICKNESS_UNIT_NM, TILT_UNIT_MRAD, TILT_UNIT_MRAD],
         dtype=mean.dtype,
+        device=mean.device,
     )
     value = mean * units
     value[:, :3] += lattice_strain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,36 @@ MIN_COUNTS = 100.0
 #: Lattice strain beyond this is not a strained crystal of the material (training: 2 % strain,
 #: 2 % camera-length error, and the registration's content bias).
 MAX_LATTICE_STRAIN = 0.06
+#: Predicted strain sigma beyond this is no reading.
+MAX_STRAIN_SIGMA = 0.01
+#: Environment variable naming the default inference device (``cpu``, ``cuda``, ``cuda:1``).
+DEVICE_ENV = "STEM_LOOP_INFERENCE_DEVICE"
+
+
+def inference_device(device: str | torch.device | None = None) -> torch.device:
+    """The device inference runs on: ``device``, else ``$STEM_LOOP_INFERENCE_DEVICE``, else CPU.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a device torch knows, or names a CUDA device this machine lacks.
+    """
+    name = device if device is not None else os.environ.get(DEVICE_ENV) or "cpu"
+    source = "device" if device is not None else DEVICE_ENV
+    try:
+        resolved = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{source}={name!r} is not a torch device ({err})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= count:
+            raise ValueError(
+                f"{source}={name!r}: this machine has {count} CUDA device(s) "
+                f"(torch {torch.__version__}); use 'cpu'"
+            )
+    elif resolved.type != "cpu":
+        raise ValueError(f"{source}={name!r}: inference runs on 'cpu' or 'cuda[:N]'")
+    return resolved
 
 
 @dataclass
@@ -66,18 +97,32 @@ class Predictor:
         Directory with ``descriptor_net.safetensors`` and ``descriptor_net.json`` (default: the
         weights shipped with the package). See :func:`~stem_loop.inference.training.load_model`.
     batch : int
-        Frames per forward pass.
+        Frames per forward pass (on a GPU, thousands keep it busy).
+    device : str or torch.device, optional
+        Where the front end and the network run (see :func:`inference_device`; default
+        ``$STEM_LOOP_INFERENCE_DEVICE``, else the CPU). Frames may come from anywhere; results
+        always come back as NumPy arrays.
 
     Raises
     ------
     FileNotFoundError
         If the directory lacks the weights or their metadata.
+    ValueError
+        If the device is unknown or absent.
     """
 
-    def __init__(self, path: str | Path | None = None, *, batch: int = 1024) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        batch: int = 1024,
+        device: str | torch.device | None = None,
+    ) -> None:
         path = Path(path) if path is not None else SHIPPED_WEIGHTS
+        self.device = inference_device(device)
         self.model, self.meta = load_model(path)
-        self.sigma_scale = torch.tensor(self.meta["sigma_scale"])
+        self.model.to(self.device)
+        self.sigma_scale = torch.tensor(self.meta["sigma_scale"], device=self.device)
         self.max_residual_px = float(self.meta["ood"]["max_residual_px"])
         self.min_peak = float(self.meta["ood"]["min_peak"])
         self.batch = batch
@@ -87,7 +132,7 @@ class Predictor:
         """The (cached) front end for these conditions."""
         if conditions not in self._preprocessors:
             conditions.material_index()  # refuses materials the network does not know
-            self._preprocessors[conditions] = Preprocessor(conditions)
+            self._preprocessors[conditions] = Preprocessor(conditions, device=self.device)
         return self._preprocessors[conditions]
 
     @torch.no_grad()
@@ -107,58 +152,81 @@ class Predictor:
         if frames.ndim != 3:
             raise ValueError(f"frames must be (N, rows, cols), got shape {tuple(frames.shape)}")
         pre = self.preprocessor(conditions)
-        values, stds, residual, reasons = [], [], [], []
+        results = []
         for lo in range(0, len(frames), self.batch):
-            chunk = frames[lo : lo + self.batch]
-            inputs = pre(chunk)
+            inputs = pre(frames[lo : lo + self.batch])
             mean, log_var = self.model(inputs.crops, inputs.side)
             value, std = to_physical(mean, log_var, inputs.fit.strain)
-            values.append(value)
-            stds.append(std * self.sigma_scale)
-            residual.append(inputs.fit.residual_px)
-            reasons.extend(self._reasons(inputs, std * self.sigma_scale))
-        value = torch.cat(values).numpy().astype(np.float64)
-        std = torch.cat(stds).numpy().astype(np.float64)
-        ood = np.array([bool(r) for r in reasons])
+            std = std * self.sigma_scale
+            checks = torch.stack(
+                [
+                    inputs.total_counts,
+                    inputs.saturated.to(torch.float32),
+                    inputs.fit.strain.abs().amax(1),
+                    inputs.fit.residual_px,
+                    inputs.fit.peak,
+                    std[:, :3].amax(1),
+                ],
+                1,
+            )
+            # one copy back per batch (on a GPU the transfers, not the kernels, set the pace)
+            results.append(torch.cat([value, std, checks], 1).cpu())
+        out = torch.cat(results).numpy().astype(np.float64)
+        k = len(OUTPUTS)
+        value, std, checks = out[:, :k], out[:, k : 2 * k], out[:, 2 * k :]
+        reasons = self._reasons(checks)
+        ood = np.array([bool(r) for r in reasons], dtype=bool)
         value[ood] = np.nan
         std[ood] = np.nan
         return Prediction(
-            values={k: value[:, i] for i, k in enumerate(OUTPUTS)},
-            std={k: std[:, i] for i, k in enumerate(OUTPUTS)},
+            values={name: value[:, i] for i, name in enumerate(OUTPUTS)},
+            std={name: std[:, i] for i, name in enumerate(OUTPUTS)},
             ood=ood,
             reason=reasons,
-            lattice_residual_px=torch.cat(residual).numpy(),
+            lattice_residual_px=checks[:, 3].astype(np.float32),
         )
 
-    def _reasons(self, inputs, std: torch.Tensor) -> list[str]:
-        out = []
-        for total, saturated, resid, peak, lattice_strain, sigma in zip(
-            inputs.total_counts.tolist(),
-            inputs.saturated.tolist(),
-            inputs.fit.residual_px.tolist(),
-            inputs.fit.peak.tolist(),
-            inputs.fit.strain.abs().amax(1).tolist(),
-            std[:, :3].amax(1).tolist(),
-            strict=True,
-        ):
-            if total < MIN_COUNTS:
-                out.append(f"blank frame ({total:.0f} counts)")
-            elif saturated:
-                out.append(f"saturated ({saturated} pixels at the detector maximum)")
-            elif not lattice_strain <= MAX_LATTICE_STRAIN:
-                out.append(
-                    f"not the expected lattice (needs {100 * lattice_strain:.0f} % strain to fit, "
-                    f"limit {100 * MAX_LATTICE_STRAIN:.0f} %)"
-                )
-            elif not resid <= self.max_residual_px:
-                out.append(
-                    f"not the expected lattice (disks {resid:.2f} px off the fitted lattice, "
-                    f"limit {self.max_residual_px:.2f})"
-                )
-            elif not peak >= self.min_peak:
-                out.append(f"no disk edges like the aperture's (match {peak:.2f})")
-            elif sigma > 0.01:
-                out.append(f"strain uncertainty {100 * sigma:.2f} % exceeds 1 %")
-            else:
-                out.append("")
+    def _reasons(self, checks: np.ndarray) -> list[str]:
+        """Why each frame is out of distribution ('' if it is not), first failed check first.
+
+        ``checks`` columns: total counts, saturated pixels, lattice strain, lattice residual,
+        edge match, largest strain sigma. The tests run vectorised; only flagged frames get a
+        text.
+        """
+        total, saturated, lattice_strain, resid, peak, sigma = checks.T
+        with np.errstate(invalid="ignore"):
+            failed = np.column_stack(
+                [
+                    total < MIN_COUNTS,
+                    saturated > 0,
+                    ~(lattice_strain <= MAX_LATTICE_STRAIN),
+                    ~(resid <= self.max_residual_px),
+                    ~(peak >= self.min_peak),
+                    sigma > MAX_STRAIN_SIGMA,
+                ]
+            )
+        out = [""] * len(checks)
+        for i in np.flatnonzero(failed.any(1)).tolist():
+            first = int(np.argmax(failed[i]))
+            out[i] = self._reason(first, checks[i])
         return out
+
+    def _reason(self, check: int, row: np.ndarray) -> str:
+        total, saturated, lattice_strain, resid, peak, sigma = row.tolist()
+        if check == 0:
+            return f"blank frame ({total:.0f} counts)"
+        if check == 1:
+            return f"saturated ({saturated:.0f} pixels at the detector maximum)"
+        if check == 2:
+            return (
+                f"not the expected lattice (needs {100 * lattice_strain:.0f} % strain to fit, "
+                f"limit {100 * MAX_LATTICE_STRAIN:.0f} %)"
+            )
+        if check == 3:
+            return (
+                f"not the expected lattice (disks {resid:.2f} px off the fitted lattice, "
+                f"limit {self.max_residual_px:.2f})"
+            )
+        if check == 4:
+            return f"no disk edges like the aperture's (match {peak:.2f})"
+        return f"strain uncertainty {100 * sigma:.2f} % exceeds {100 * MAX_STRAIN_SIGMA:.0f} %"

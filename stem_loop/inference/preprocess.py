@@ -23,6 +23,19 @@ class NetworkInput:
     saturated: torch.Tensor  # (N,) pixels at the detector's maximum count
 
 
+def counts_on(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``frames`` as float32 counts on ``device``.
+
+    Detector frames are uint16: they travel as such (half the bytes of float32) and are
+    converted there. Off the CPU, torch's uint16 support is sparse, so the bits travel (and
+    are read) as int16 and are widened to int32 on the device.
+    """
+    if frames.dtype == torch.uint16 and device.type != "cpu":
+        wide = frames.view(torch.int16).to(device, non_blocking=True).to(torch.int32)
+        return wide.bitwise_and_(0xFFFF).to(torch.float32)
+    return frames.to(device, non_blocking=True).to(torch.float32)
+
+
 class Preprocessor:
     """Register the lattice of frames recorded under one set of conditions.
 
@@ -32,16 +45,24 @@ class Preprocessor:
         Material, beam and nominal calibration of the frames.
     saturation : float
         Count at which the detector saturates (uint16 maximum by default).
+    device : str or torch.device
+        Where the front end runs; frames are moved there and the inputs stay there.
     """
 
-    def __init__(self, conditions: BeamConditions, saturation: float = 65535.0) -> None:
+    def __init__(
+        self,
+        conditions: BeamConditions,
+        saturation: float = 65535.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.conditions = conditions
-        self.lattice = DiskLattice(conditions, MAX_DISKS)
-        self.condition_features = torch.as_tensor(conditions.features())
+        self.device = torch.device(device)
+        self.lattice = DiskLattice(conditions, MAX_DISKS, self.device)
+        self.condition_features = torch.as_tensor(conditions.features()).to(self.device)
         self.saturation = saturation
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> NetworkInput:
-        """Network inputs of ``(N, rows, cols)`` frames (detector counts)."""
+        """Network inputs of ``(N, rows, cols)`` frames (detector counts), on the device."""
         frames = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames)
         rows, cols = frames.shape[-2:]
         if (rows, cols) != (self.conditions.pixels, self.conditions.pixels):
@@ -49,15 +70,15 @@ class Preprocessor:
                 f"frames are {rows}x{cols}, the conditions say "
                 f"{self.conditions.pixels}x{self.conditions.pixels}"
             )
-        frames = frames.to(torch.float32)
+        frames = counts_on(frames, self.device)
         n = frames.shape[0]
         total = frames.sum((1, 2))
         saturated = (frames >= self.saturation).sum((1, 2))
         fit, disks = self.lattice.measure(frames, total)
         d = disks.shape[1]
-        crops = torch.zeros((n, MAX_DISKS, *disks.shape[-2:]), dtype=torch.float32)
+        crops = disks.new_zeros((n, MAX_DISKS, *disks.shape[-2:]))
         crops[:, :d] = disks
-        per_disk = torch.zeros((n, MAX_DISKS, 3), dtype=torch.float32)
+        per_disk = disks.new_zeros((n, MAX_DISKS, 3))
         per_disk[:, :d, :2] = fit.offsets_px.clamp(-3, 3) / 0.5
         per_disk[:, :d, 2] = fit.weights * 10.0
         centre = (self.conditions.pixels - 1) / 2

@@ -72,9 +72,25 @@ def train(
     out: str | Path,
     settings: TrainingSettings | None = None,
     *,
+    device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> dict:
     """Train (or resume training) and write the weights and metadata into ``out``.
+
+    Parameters
+    ----------
+    shard_paths : list of Path
+        Training shards (:func:`~stem_loop.inference.dataset.generate_shards`).
+    out : str or Path
+        Directory of the checkpoint, weights and metadata.
+    settings : TrainingSettings, optional
+        Optimisation settings (the defaults reproduce the shipped members).
+    device : str or torch.device
+        Where to train (``"cuda"`` on a GPU machine). The whole data set moves there; the
+        recipe (batches, order, schedule) is the same on every device, the floating-point
+        results are not bit-identical. A checkpoint resumes on any device.
+    progress : bool
+        Print a line per epoch.
 
     Returns
     -------
@@ -82,15 +98,19 @@ def train(
         The metadata written to :data:`META_FILE` (training history included).
     """
     settings = settings or TrainingSettings()
+    device = torch.device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     data = load_shards(shard_paths)
-    crops, side, lattice, target = _tensors(data)
+    tensors = _tensors(data)
+    crops, side, lattice, target = (t.to(device) for t in tensors)
     n = len(side)
     val, trn = _split(n, settings)
+    val, trn = val.to(device), trn.to(device)
 
-    model = DescriptorNet(settings.width, settings.hidden)
+    # initialised on the CPU (its generator, seeded above): the same weights on every device
+    model = DescriptorNet(settings.width, settings.hidden).to(device)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -103,7 +123,7 @@ def train(
     first_epoch = 0
     best: dict | None = None  # weights of the epoch with the lowest validation NLL
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -117,8 +137,8 @@ def train(
         start = time.perf_counter()
         model.train()
         shuffle = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-        perm = trn[torch.randperm(len(trn), generator=shuffle)]
-        total = 0.0
+        perm = trn[torch.randperm(len(trn), generator=shuffle).to(device)]
+        total = torch.zeros((), device=device)  # summed on the device: no sync per step
         for lo in range(0, len(perm), settings.batch):
             idx = perm[lo : lo + settings.batch]
             mean, log_var = model(crops[idx].float(), side[idx])
@@ -127,12 +147,12 @@ def train(
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach() * len(idx)
         _, _, val_nll = _evaluate(model, crops[val], side[val], target[val])
         history.append(
             dict(
                 epoch=epoch + 1,
-                train_loss=total / len(perm),
+                train_loss=float(total) / len(perm),
                 val_nll=val_nll,
                 seconds=time.perf_counter() - start,
             )
@@ -161,7 +181,8 @@ def train(
     if best is not None:  # early stopping: keep the epoch that generalised best
         model.load_state_dict(best)
     best_epoch = min(history, key=lambda h: h["val_nll"])["epoch"] if history else 0
-    meta = _calibrate(model, data, (crops, side, lattice, target), val)
+    model.to("cpu")
+    meta = _calibrate(model, data, tensors, val.cpu())
     meta.update(
         network=model.config,
         training=dict(settings=asdict(settings), frames=n, best_epoch=best_epoch, history=history),

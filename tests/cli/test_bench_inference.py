@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stem_loop.cli import main
@@ -69,15 +70,41 @@ def test_console_script_sets_the_openmp_wait_policy_before_torch_loads():
     assert "OpenMP wait policy passive" in done.stdout
 
 
-def test_device_figures_run_on_any_torch_device():
+def test_device_figures_run_on_any_torch_device(tmp_path):
     # The GPU path, exercised on the CPU device so it is tested where no GPU is lent.
-    from stem_loop.bench.inference import _device_figures, simulate_frames
-    from stem_loop.inference import Predictor
+    from stem_loop.bench.inference import _device_figures, simulate_frames, write_frames
 
     frames, conditions = simulate_frames(6, seed=1)
-    predictor = Predictor()
-    figures = _device_figures(predictor, frames, conditions, 4, 1, device="cpu")
+    path = write_frames(tmp_path / "frames.h5", frames)
+    figures = _device_figures(frames, conditions, 4, 1, device="cpu", path=path)
     assert figures["device"] == "cpu" and figures["batch"] == 4
-    assert figures["network"] > 0 and figures["end_to_end"] > 0
-    assert figures["front_end"] is None or figures["front_end"] > 0
-    assert next(predictor.model.parameters()).device.type == "cpu"
+    for stage in ("front_end", "network", "from_memory", "end_to_end", "agent"):
+        assert figures[stage] > 0, stage
+
+
+def test_saved_frames_are_measured_elsewhere(tmp_path, capsys):
+    saved = tmp_path / "frames.npz"
+    argv = ["bench", "inference", "--frames", "6", "--batch", "4", "--repeats", "1", "--no-gpu"]
+    assert main([*argv, "--no-accuracy", "--save-frames", str(saved), "--json"]) == 0
+    first = _last_json(capsys.readouterr().out)
+    from stem_loop.bench.inference import load_frames
+
+    frames, conditions = load_frames(saved, 10)  # six stored, repeated to ten
+    assert frames.shape == (10, 128, 128) and frames.dtype == np.uint16
+    np.testing.assert_array_equal(frames[6:], frames[:4])
+    assert conditions.material == "Si"
+    assert main([*argv, "--no-accuracy", "--frames-file", str(saved), "--json"]) == 0
+    again = _last_json(capsys.readouterr().out)
+    assert again["frames"] == first["frames"] and all(again["cpu"][s] > 0 for s in STAGES)
+
+
+def test_frames_files_without_frames_are_refused(tmp_path, capsys):
+    from stem_loop.bench.inference import load_frames
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, frames=np.zeros((2, 8, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match="no conditions"):
+        load_frames(bad, 2)
+    with pytest.raises(SystemExit):
+        main(["bench", "inference", "--frames-file", str(tmp_path / "missing.npz")])
+    assert "no such file" in capsys.readouterr().err

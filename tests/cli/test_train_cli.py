@@ -17,3 +17,21 @@ def test_bad_settings_are_one_clear_line(tmp_path, capsys, option):
     assert err.startswith("stem-loop train: error: ") and err.count("\n") == 1
     assert "--members" in err
     assert not work.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--device", "tpu"], "--device"),
+        (["--device", "cuda:9"], "cuda:9"),
+    ],
+)
+def test_bad_workers_or_device_are_refused_before_anything_is_written(
+    tmp_path, capsys, option, named
+):
+    work = tmp_path / "work"
+    assert main(["train", "--dir", str(work), *option]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stem-loop train: error: ") and named in err
+    assert not work.exists()

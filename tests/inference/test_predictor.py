@@ -65,3 +65,54 @@ def test_refusals(predictor, frames):
         predictor.predict(frames[:1], BeamConditions(pixels=64))
     with pytest.raises(FileNotFoundError, match="stem-loop train"):
         Predictor("/nonexistent")
+
+
+def test_device_names_are_checked_before_anything_loads(monkeypatch):
+    with pytest.raises(ValueError, match="'npu:0' is not a torch device|inference runs on"):
+        Predictor(device="npu:0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="has 0 CUDA device"):
+            Predictor(device="cuda")
+    monkeypatch.setenv("STEM_LOOP_INFERENCE_DEVICE", "cuda:99")
+    with pytest.raises(ValueError, match="STEM_LOOP_INFERENCE_DEVICE='cuda:99'"):
+        Predictor()
+    monkeypatch.setenv("STEM_LOOP_INFERENCE_DEVICE", "cpu")
+    assert Predictor().device == torch.device("cpu")
+
+
+def test_frame_dtypes_and_batches_give_the_same_prediction(predictor, frames, si_conditions):
+    whole = predictor.predict(frames, si_conditions)
+    small = Predictor(batch=7)
+    as_float = small.predict(frames.astype(np.float32), si_conditions)
+    for name in ("exx", "thickness_nm"):
+        np.testing.assert_allclose(as_float.values[name], whole.values[name], atol=1e-5)
+    assert as_float.reason == whole.reason
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32-convolutions"])
+def test_gpu_prediction_agrees_with_the_cpu(predictor, frames, si_conditions, tf32):
+    # fp32: the same arithmetic in other kernels; tf32 (torch's default for cuDNN
+    # convolutions) rounds the network's products to 10-bit mantissas
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        on_gpu = Predictor(device="cuda", batch=32).predict(frames, si_conditions)
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    on_cpu = predictor.predict(frames, si_conditions)
+    np.testing.assert_array_equal(on_gpu.ood, on_cpu.ood)
+    assert on_gpu.reason == on_cpu.reason
+    ok = ~on_cpu.ood
+    scale = 10.0 if tf32 else 1.0
+    # well below the accuracy (0.1 % strain, 2 nm, 0.3 mrad) either way
+    for name, tolerance in (
+        ("exx", 1e-5),
+        ("exy", 1e-5),
+        ("thickness_nm", 5e-3),
+        ("tilt_x_mrad", 5e-4),
+    ):
+        diff = np.abs(on_gpu.values[name][ok] - on_cpu.values[name][ok]).max()
+        assert diff <= tolerance * scale, f"{name}: GPU and CPU differ by {diff:.3g}"
+        ratio = np.abs(on_gpu.std[name][ok] / on_cpu.std[name][ok] - 1).max()
+        assert ratio <= 1e-3 * scale, f"{name}_std: GPU and CPU differ by {ratio:.3g} (relative)"

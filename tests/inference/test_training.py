@@ -11,7 +11,7 @@ import torch
 from stem_loop.inference import Predictor
 from stem_loop.inference.dataset import generate_shards, load_shards
 from stem_loop.inference.network import gaussian_nll, to_normalised, to_physical
-from stem_loop.inference.training import META_FILE, TrainingSettings, train
+from stem_loop.inference.training import META_FILE, TrainingSettings, load_model, train
 
 SI_ONLY = dict(materials=(("Si", "110"),), voltages=(200.0,), frames_per_shard=256, block=128)
 
@@ -43,6 +43,37 @@ def test_generation_is_seeded_and_resumes(shards, tmp_path):
     stamp = again[0].stat().st_mtime_ns
     generate_shards(tmp_path, 1, seed=7, **SI_ONLY)
     assert again[0].stat().st_mtime_ns == stamp  # kept, not regenerated
+
+
+def test_parallel_generation_writes_the_same_shards(shards, tmp_path):
+    # shard i is seeded by (seed, i) whichever process writes it
+    parallel = generate_shards(tmp_path, 2, seed=7, workers=2, **SI_ONLY)
+    for mine, serial in zip(parallel, shards, strict=True):
+        a, b = np.load(mine), np.load(serial)
+        for key in ("side", "descriptors", "crops"):
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_bad_worker_count_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        generate_shards(tmp_path / "none", 1, workers=0, **SI_ONLY)
+    assert not (tmp_path / "none" / "shard0000.npz").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_a_gpu_follows_the_cpu_recipe(shards, tmp_path):
+    # same initial weights, batches and schedule; the kernels round differently
+    settings = TrainingSettings(epochs=2, batch=64, width=8, hidden=32)
+    on_cpu = train(shards, tmp_path / "cpu", settings)["training"]["history"]
+    on_gpu = train(shards, tmp_path / "gpu", settings, device="cuda")["training"]["history"]
+    cpu_loss = [h["train_loss"] for h in on_cpu]
+    gpu_loss = [h["train_loss"] for h in on_gpu]
+    assert gpu_loss == pytest.approx(cpu_loss, abs=0.02), (cpu_loss, gpu_loss)
+    # a GPU checkpoint is read on the CPU: nothing left to train, the same best weights
+    again = train(shards, tmp_path / "gpu", settings, device="cpu")
+    assert [h["train_loss"] for h in again["training"]["history"]] == gpu_loss
+    first, _ = load_model(tmp_path / "gpu")
+    assert all(p.device.type == "cpu" for p in first.parameters())
 
 
 def test_training_lowers_the_loss_and_resumes(shards, tmp_path):
