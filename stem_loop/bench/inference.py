@@ -4,8 +4,8 @@ Run ``stem-loop bench inference --help``. Figures printed, on this machine's CPU
 
 * ``front_end``: the physics front end alone (lattice registration, disk crops);
 * ``network``: the trained network alone on pre-computed inputs;
-* ``end_to_end``: frames read from an HDF5 file (uint16, one chunk per frame as the detector
-  writes them) + front end + network, in batches, i.e. ``Predictor.predict`` on what was read;
+* ``end_to_end``: frames read from an HDF5 file (uint16, chunked as the detector writes them)
+  + front end + network, in batches, i.e. ``Predictor.predict`` on what was read;
 * ``agent``: the same file through :class:`~stem_loop.agents.inference.InferenceAgent`
   (StreamResource/StreamDatum documents in, ``descriptors`` event pages out).
 
@@ -42,6 +42,9 @@ import numpy as np
 MAX_DISTINCT_FRAMES = 256
 #: Dataset path and chunking of the detector's HDF5 files.
 DATASET = "/entry/data/data"
+#: Frames per HDF5 chunk, as the detector writes them (``stem_loop.devices.FILE_CHUNK_FRAMES``,
+#: not imported: the bench runs on machines without the Ophyd stack).
+FILE_CHUNK_FRAMES = 16
 #: Frames per batch on a GPU (small batches leave it idle between kernel launches).
 GPU_BATCH = 4096
 #: Read by the OpenMP runtime when torch loads.
@@ -81,14 +84,14 @@ def simulate_frames(n: int, seed: int = 0) -> tuple[np.ndarray, Any]:
 
 
 def write_frames(path: Path, frames: np.ndarray) -> Path:
-    """Write frames as the detector does: ``/entry/data/data``, one chunk per frame, SWMR."""
+    """Write frames as the detector does: ``/entry/data/data``, its chunks, SWMR."""
     import h5py
 
     with h5py.File(path, "w", libver="latest") as file:
         file.create_dataset(
             DATASET,
             data=frames,
-            chunks=(1, *frames.shape[1:]),
+            chunks=(min(FILE_CHUNK_FRAMES, len(frames)), *frames.shape[1:]),
             maxshape=(None, *frames.shape[1:]),
         )
     return path

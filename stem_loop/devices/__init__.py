@@ -15,7 +15,7 @@ event data in step scans, external HDF5 ``STREAM:`` in batch mode), aligned row 
 """
 
 from ._backends import FrameSource, ScanBackend
-from ._frame_recorder import FRAMES_DATASET
+from ._frame_recorder import FILE_CHUNK_FRAMES, FRAMES_DATASET
 from ._hdf5_stream_file import Hdf5StreamFile
 from ._paths import Hdf5PathProvider
 from ._pixelated_detector import PixelatedDetector
@@ -25,6 +25,7 @@ from ._scan_path import ScanPath
 from ._stream_provider import HDF5_MIMETYPE, Hdf5StreamProvider
 
 __all__ = [
+    "FILE_CHUNK_FRAMES",
     "FRAMES_DATASET",
     "HDF5_MIMETYPE",
     "X_DATASET",

@@ -76,7 +76,7 @@ class FrameDataLogic(DetectorDataLogic):
         resource = StreamResourceInfo(
             data_key=datakey_name,
             shape=(rows, cols),
-            chunk_shape=(1, rows, cols),
+            chunk_shape=(self.recorder.file_chunk_frames, rows, cols),
             dtype_numpy=np.dtype(self.recorder.source.dtype).str,
             parameters={"dataset": FRAMES_DATASET},
         )

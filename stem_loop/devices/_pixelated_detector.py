@@ -17,7 +17,7 @@ from ._frame_recorder import FrameRecorder
 class PixelatedDetector(StandardDetector):
     """A 4D-STEM camera: one diffraction frame per probe position.
 
-    Frames go to one HDF5 file per stage (dataset ``/entry/data/data``, chunked per frame,
+    Frames go to one HDF5 file per stage (dataset ``/entry/data/data``, 16 frames per chunk,
     the source's dtype, ``uint16`` for the simulated microscope) as they are read out; events
     carry only references: data key ``<name>-image`` with ``external="STREAM:"``, a
     StreamResource per file and StreamDatum ranges per collect. Step mode: each ``trigger()``

@@ -108,3 +108,15 @@ def test_frames_files_without_frames_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "inference", "--frames-file", str(tmp_path / "missing.npz")])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_bench_writes_files_chunked_as_the_detector_does(tmp_path):
+    import h5py
+
+    from stem_loop.bench import inference
+    from stem_loop.devices import FILE_CHUNK_FRAMES
+
+    assert inference.FILE_CHUNK_FRAMES == FILE_CHUNK_FRAMES
+    path = inference.write_frames(tmp_path / "f.h5", np.zeros((40, 8, 8), dtype=np.uint16))
+    with h5py.File(path) as file:
+        assert file[inference.DATASET].chunks == (FILE_CHUNK_FRAMES, 8, 8)

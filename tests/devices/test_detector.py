@@ -7,7 +7,7 @@ import bluesky.plans as bp
 import h5py
 import numpy as np
 
-from stem_loop.devices import FRAMES_DATASET
+from stem_loop.devices import FILE_CHUNK_FRAMES, FRAMES_DATASET
 
 
 def test_count_streams_frames_by_reference(RE, devices, docs, data_dir, read_resource):
@@ -27,7 +27,7 @@ def test_count_streams_frames_by_reference(RE, devices, docs, data_dir, read_res
     assert resource["mimetype"] == "application/x-hdf5"
     assert resource["uri"].startswith(f"file://localhost{data_dir.resolve()}/")
     assert resource["parameters"]["dataset"] == FRAMES_DATASET
-    assert tuple(resource["parameters"]["chunk_shape"]) == (1, 128, 128)
+    assert tuple(resource["parameters"]["chunk_shape"]) == (FILE_CHUNK_FRAMES, 128, 128)
 
     datums = docs.of("stream_datum")
     assert [(d["indices"]["start"], d["indices"]["stop"]) for d in datums] == [
@@ -40,7 +40,7 @@ def test_count_streams_frames_by_reference(RE, devices, docs, data_dir, read_res
     frames = read_resource(resource)
     assert frames.shape == (3, 128, 128) and frames.dtype == np.uint16
     with h5py.File(data_dir.resolve() / resource["uri"].rsplit("/", 1)[-1]) as f:
-        assert f[FRAMES_DATASET].chunks == (1, 128, 128)
+        assert f[FRAMES_DATASET].chunks == (FILE_CHUNK_FRAMES, 128, 128)
 
 
 def test_uint16_frames_equal_the_microscope_with_the_same_seed(
