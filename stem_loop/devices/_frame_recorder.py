@@ -17,7 +17,8 @@ FRAMES_DATASET = "/entry/data/data"
 #: Frames per HDF5 chunk of that dataset. h5py pays a lookup per chunk: a reader of
 #: 128 x 128 uint16 frames got 70,000 frames/s with one frame per chunk, 125,000 with 16 and
 #: 149,000 with 64 (2 cores, batches of 4,096), and a GPU predictor reads 134,000/s. A partly
-#: filled chunk is rewritten at each flush, so step scans write up to 16x the frame bytes.
+#: filled chunk is rewritten at each flush; step scans recorded as fast as before (about 345
+#: positions/s), batch scans faster (40,500 against 32,000 positions/s).
 FILE_CHUNK_FRAMES = 16
 
 
