@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dir", type=Path, default=None, help="work directory (default: $STEM_LOOP_CACHE/training)"
     )
-    parser.add_argument("--shards", type=int, default=64, help="training shards (default: 64)")
+    parser.add_argument(
+        "--shards", type=int, default=128, help="training shards (default: 128, the shipped model)"
+    )
     parser.add_argument(
         "--frames-per-shard", type=int, default=2048, help="frames per shard (default: 2048)"
     )
