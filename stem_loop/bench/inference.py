@@ -128,7 +128,6 @@ def _cpu_figures(
     predictor, frames, conditions, path: Path, batch: int, repeats: int, workers: int = 1
 ) -> dict:
     import h5py
-    import torch
 
     n = len(frames)
     per_cpu_s: dict[str, float] = {}
@@ -142,14 +141,7 @@ def _cpu_figures(
     pre(frames[:8])  # warm-up
     front_s = timed("front_end", lambda: [pre(frames[s]) for s in _batches(n, batch)])
     inputs = [pre(frames[s]) for s in _batches(n, batch)]
-    model = predictor.model
-
-    def network() -> None:
-        with torch.no_grad():
-            for x in inputs:
-                model(x.crops, x.side)
-
-    network_s = timed("network", network)
+    network_s = timed("network", lambda: _network_pass(predictor.model, inputs))
 
     def end_to_end() -> None:
         with h5py.File(path, "r", swmr=True, libver="latest") as file:
@@ -232,6 +224,15 @@ def _through_agent(predictor, conditions, path: Path, n: int, batch: int, worker
         raise RuntimeError(f"the agent published {sum(pages)} of {n} frames")
 
 
+def _network_pass(model, inputs) -> None:
+    """The network alone on pre-computed front-end outputs (``NetworkInput`` list)."""
+    import torch
+
+    with torch.no_grad():
+        for x in inputs:
+            model(x.crops, x.side)
+
+
 def _sync(device) -> None:
     import torch
 
@@ -287,12 +288,9 @@ def _device_figures(
     pre = predictor.preprocessor(conditions)
     on_device = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
     inputs = [pre(on_device[s]) for s in _batches(n, batch)]
-    model = predictor.model
 
     def network() -> None:
-        with torch.no_grad():
-            for x in inputs:
-                model(x.crops, x.side)
+        _network_pass(predictor.model, inputs)
         _sync(device)
 
     def front_end() -> None:

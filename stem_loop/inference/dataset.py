@@ -177,11 +177,11 @@ def generate_shards(
     minutes). ``workers`` > 1 writes shards side by side in that many processes, one torch
     thread each (for machines with many cores; the libraries are built first, here).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ranges = ranges or TrainingRanges()
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
     (out / "ranges.json").write_text(json.dumps(asdict(ranges), indent=1))
     paths = [out / f"shard{i:04d}.npz" for i in range(shards)]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
