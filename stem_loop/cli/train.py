@@ -33,12 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dir", type=Path, default=None, help="work directory (default: $STEM_LOOP_CACHE/training)"
     )
     parser.add_argument(
-        "--shards", type=int, default=128, help="training shards (default: 128, the shipped model)"
+        "--shards", type=int, default=192, help="training shards (default: 192, the shipped model)"
     )
     parser.add_argument(
         "--frames-per-shard", type=int, default=2048, help="frames per shard (default: 2048)"
     )
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    parser.add_argument("--epochs", type=int, default=14, help="training epochs (default: 14)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument(
         "--members",
@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "many cores, about one per core)",
     )
     parser.add_argument(
+        "--calibration-shards",
+        type=int,
+        default=8,
+        help="shards of strain-dependent-content frames the ensemble's sigmas are calibrated "
+        "on (default: 8, 16,384 frames; 0 calibrates on held-back training frames)",
+    )
+    parser.add_argument(
         "--heldout",
         action="store_true",
         help="also recompute the exact held-out set (12 abTEM runs on a 12.8 nm block, one "
@@ -76,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stages and print a summary."""
+    from stem_loop.inference.calibration import generate_calibration
     from stem_loop.inference.dataset import generate_shards
     from stem_loop.inference.heldout import SHIPPED_HELDOUT, build_heldout
     from stem_loop.inference.predictor import SHIPPED_WEIGHTS, Predictor, inference_device
@@ -91,11 +99,13 @@ def run(args: argparse.Namespace) -> int:
         args.shards < 1
         or args.frames_per_shard < 256
         or args.epochs < 1
+        or args.calibration_shards < 0
         or args.members < 1
         or args.workers < 1
     ):
         raise CommandError(
-            "--shards, --epochs, --members and --workers must be >= 1, --frames-per-shard >= 256"
+            "--shards, --epochs, --members and --workers must be >= 1, --frames-per-shard "
+            ">= 256, --calibration-shards >= 0"
         )
     try:
         device = inference_device(args.device)
@@ -105,14 +115,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     timings = {}
     print(f"training data in {work / 'shards'}", flush=True)
-    shards = generate_shards(
-        work / "shards",
-        args.shards,
-        frames_per_shard=args.frames_per_shard,
-        seed=args.seed,
-        workers=args.workers,
-        progress=True,
+    frames = dict(
+        frames_per_shard=args.frames_per_shard, seed=args.seed, workers=args.workers, progress=True
     )
+    shards = generate_shards(work / "shards", args.shards, **frames)
     timings["data_s"] = time.perf_counter() - start
     model_dir = work / "model"
     if args.members == 1:
@@ -125,8 +131,16 @@ def run(args: argparse.Namespace) -> int:
             settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i)
             member_dirs.append(model_dir / f"member{i}")
             train(shards, member_dirs[-1], settings, device=device, progress=True)
-        meta = build_ensemble(member_dirs, shards, model_dir)
-    timings["train_s"] = time.perf_counter() - start - timings["data_s"]
+        timings["train_s"] = time.perf_counter() - start - timings["data_s"]
+        calibration = None
+        if args.calibration_shards:
+            print(f"calibration frames in {work / 'calibration'}", flush=True)
+            calibration = generate_calibration(
+                work / "calibration", args.calibration_shards, **frames
+            )
+        meta = build_ensemble(member_dirs, shards, model_dir, calibration_paths=calibration)
+        timings["calibration_s"] = time.perf_counter() - start - sum(timings.values())
+    timings.setdefault("train_s", time.perf_counter() - start - timings["data_s"])
     heldout_path = SHIPPED_HELDOUT
     if args.heldout:
         heldout_path = build_heldout(work / "heldout_exact.npz", progress=True)

@@ -58,7 +58,7 @@ class TrainingRanges:
     """
 
     strain: float = 0.02
-    thickness_nm: tuple[float, float] = (10.0, 80.0)
+    thickness_nm: tuple[float, float] = (10.0, 85.0)
     tilt_mrad: float = 3.0
     dose: tuple[float, float] = (1e3, 1e5)
     centre_shift_px: float = 2.0

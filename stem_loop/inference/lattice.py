@@ -27,6 +27,11 @@ from sim_devices.materials import zone_axis_crystal
 
 from .conditions import BeamConditions
 
+#: Lattice strain beyond this is not a strained crystal of the material (training: 2 % strain,
+#: 2 % camera-length error, and the registration's content bias): the predictor flags such
+#: frames, and training leaves them out.
+MAX_LATTICE_STRAIN = 0.06
+
 #: Pixels the search for a disk reaches from its nominal position (centre shift + strain).
 SEARCH_PX = 5
 #: Side of the disk crops the network reads (detector pixels around each fitted centre).

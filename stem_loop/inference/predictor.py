@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .conditions import BeamConditions
+from .lattice import MAX_LATTICE_STRAIN
 from .network import OUTPUTS, to_physical
 from .preprocess import Preprocessor
 from .training import load_model
@@ -18,9 +19,6 @@ from .training import load_model
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 #: Frames with fewer counts than this are blank.
 MIN_COUNTS = 100.0
-#: Lattice strain beyond this is not a strained crystal of the material (training: 2 % strain,
-#: 2 % camera-length error, and the registration's content bias).
-MAX_LATTICE_STRAIN = 0.06
 #: Predicted strain sigma beyond this is no reading.
 MAX_STRAIN_SIGMA = 0.01
 #: Environment variable naming the default inference device (``cpu``, ``cuda``, ``cuda:1``).

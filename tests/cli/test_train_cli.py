@@ -6,7 +6,13 @@ import pytest
 
 from stem_loop.cli import main
 
-BAD = [["--members", "0"], ["--epochs", "0"], ["--shards", "0"], ["--frames-per-shard", "8"]]
+BAD = [
+    ["--members", "0"],
+    ["--epochs", "0"],
+    ["--shards", "0"],
+    ["--frames-per-shard", "8"],
+    ["--calibration-shards", "-1"],
+]
 
 
 @pytest.mark.parametrize("option", BAD)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stem_loop.inference import Predictor
-from stem_loop.inference.dataset import generate_shards, load_shards
+from stem_loop.inference.dataset import TrainingRanges, generate_shards, load_shards
 from stem_loop.inference.network import gaussian_nll, to_normalised, to_physical
 from stem_loop.inference.training import META_FILE, TrainingSettings, load_model, train
 
@@ -26,7 +26,9 @@ def test_shards_hold_inputs_and_truth_in_range(shards):
     assert data["crops"].shape == (512, 13, 24, 24) and data["crops"].dtype == np.float16
     truth = data["descriptors"]
     assert np.all(np.abs(truth[:, :3]) <= 0.02)
-    assert np.all((truth[:, 3] >= 10) & (truth[:, 3] <= 80))
+    low, high = TrainingRanges().thickness_nm
+    assert (low, high) == (10.0, 85.0)  # 80 nm, the top of the held-out set, is not an edge
+    assert np.all((truth[:, 3] >= low) & (truth[:, 3] <= high))
     assert np.all((data["dose"] >= 1e3) & (data["dose"] <= 1e5))
     assert np.all(data["camera_length_error"] == 0)  # calibrated camera length (see ranges)
     assert np.ptp(data["side"][:, 11]) > 0.5  # ...but the optical axis moves (centre shifts)
@@ -91,6 +93,37 @@ def test_training_lowers_the_loss_and_resumes(shards, tmp_path):
     assert predictor.predict(frames, predictor_conditions()).ood.all()
 
 
+def test_frames_whose_lattice_fit_failed_are_left_out(shards, tmp_path):
+    """The predictor flags them; training on their far-out targets only destabilises it."""
+    from stem_loop.inference.lattice import MAX_LATTICE_STRAIN
+
+    data = load_shards(shards)
+    failed = [3, 300]
+    data["lattice_strain"][failed] = 3 * MAX_LATTICE_STRAIN
+    corrupt = tmp_path / "corrupt.npz"
+    np.savez(corrupt, **data)
+    settings = TrainingSettings(epochs=1, batch=64, width=8, hidden=32)
+    meta = train([corrupt], tmp_path / "model", settings)
+    assert meta["training"]["failed_fits"] == 2
+    assert train(shards, tmp_path / "clean", settings)["training"]["failed_fits"] == 0
+    # the held-back frames that set sigma scales and OOD thresholds leave them out too
+    assert np.isfinite(meta["validation_rms"]["exx"]) and meta["validation_rms"]["exx"] < 0.02
+
+
+def test_gradient_steps_are_clipped(shards, tmp_path, monkeypatch):
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def record(parameters, max_norm, *args, **kwargs):
+        norms.append(max_norm)
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record)
+    settings = TrainingSettings(epochs=1, batch=128, width=8, hidden=32, grad_clip=0.5)
+    train(shards, tmp_path, settings)
+    assert norms and set(norms) == {0.5}  # one clip per step, at the configured norm
+
+
 def predictor_conditions():
     from stem_loop.inference import BeamConditions
 
@@ -115,8 +148,6 @@ def test_gaussian_nll_prefers_honest_variance():
 
 
 def test_strain_content_blocks_share_one_content_cell(tmp_path):
-    from stem_loop.inference.dataset import TrainingRanges
-
     ranges = TrainingRanges(strain_contents=True)
     paths = generate_shards(
         tmp_path, 1, seed=3, ranges=ranges, **dict(SI_ONLY, frames_per_shard=128, block=64)
