@@ -10,17 +10,13 @@ import numpy as np
 import torch
 
 from .conditions import BeamConditions
-from .lattice import MAX_LATTICE_STRAIN
 from .network import OUTPUTS, to_physical
+from .ood import measure, ood_checks, reasons
 from .preprocess import Preprocessor
 from .training import load_model
 
 #: Where the shipped weights live.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
-#: Frames with fewer counts than this are blank.
-MIN_COUNTS = 100.0
-#: Predicted strain sigma beyond this is no reading.
-MAX_STRAIN_SIGMA = 0.01
 #: Environment variable naming the default inference device (``cpu``, ``cuda``, ``cuda:1``).
 DEVICE_ENV = "STEM_LOOP_INFERENCE_DEVICE"
 
@@ -123,6 +119,8 @@ class Predictor:
         self.sigma_scale = torch.tensor(self.meta["sigma_scale"], device=self.device)
         self.max_residual_px = float(self.meta["ood"]["max_residual_px"])
         self.min_peak = float(self.meta["ood"]["min_peak"])
+        self.checks = ood_checks(self.max_residual_px, self.min_peak)
+        self._residual_column = [c.name for c in self.checks].index("lattice_residual")
         self.batch = batch
         self._preprocessors: dict[BeamConditions, Preprocessor] = {}
 
@@ -156,75 +154,20 @@ class Predictor:
             mean, log_var = self.model(inputs.crops, inputs.side)
             value, std = to_physical(mean, log_var, inputs.fit.strain)
             std = std * self.sigma_scale
-            checks = torch.stack(
-                [
-                    inputs.total_counts,
-                    inputs.saturated.to(torch.float32),
-                    inputs.fit.strain.abs().amax(1),
-                    inputs.fit.residual_px,
-                    inputs.fit.peak,
-                    std[:, :3].amax(1),
-                ],
-                1,
-            )
+            checks = measure(self.checks, inputs, std)
             # one copy back per batch (on a GPU the transfers, not the kernels, set the pace)
             results.append(torch.cat([value, std, checks], 1).cpu())
         out = torch.cat(results).numpy().astype(np.float64)
         k = len(OUTPUTS)
         value, std, checks = out[:, :k], out[:, k : 2 * k], out[:, 2 * k :]
-        reasons = self._reasons(checks)
-        ood = np.array([bool(r) for r in reasons], dtype=bool)
+        why = reasons(self.checks, checks)
+        ood = np.array([bool(r) for r in why], dtype=bool)
         value[ood] = np.nan
         std[ood] = np.nan
         return Prediction(
             values={name: value[:, i] for i, name in enumerate(OUTPUTS)},
             std={name: std[:, i] for i, name in enumerate(OUTPUTS)},
             ood=ood,
-            reason=reasons,
-            lattice_residual_px=checks[:, 3].astype(np.float32),
+            reason=why,
+            lattice_residual_px=checks[:, self._residual_column].astype(np.float32),
         )
-
-    def _reasons(self, checks: np.ndarray) -> list[str]:
-        """Why each frame is out of distribution ('' if it is not), first failed check first.
-
-        ``checks`` columns: total counts, saturated pixels, lattice strain, lattice residual,
-        edge match, largest strain sigma. The tests run vectorised; only flagged frames get a
-        text.
-        """
-        total, saturated, lattice_strain, resid, peak, sigma = checks.T
-        with np.errstate(invalid="ignore"):
-            failed = np.column_stack(
-                [
-                    total < MIN_COUNTS,
-                    saturated > 0,
-                    ~(lattice_strain <= MAX_LATTICE_STRAIN),
-                    ~(resid <= self.max_residual_px),
-                    ~(peak >= self.min_peak),
-                    sigma > MAX_STRAIN_SIGMA,
-                ]
-            )
-        out = [""] * len(checks)
-        for i in np.flatnonzero(failed.any(1)).tolist():
-            first = int(np.argmax(failed[i]))
-            out[i] = self._reason(first, checks[i])
-        return out
-
-    def _reason(self, check: int, row: np.ndarray) -> str:
-        total, saturated, lattice_strain, resid, peak, sigma = row.tolist()
-        if check == 0:
-            return f"blank frame ({total:.0f} counts)"
-        if check == 1:
-            return f"saturated ({saturated:.0f} pixels at the detector maximum)"
-        if check == 2:
-            return (
-                f"not the expected lattice (needs {100 * lattice_strain:.0f} % strain to fit, "
-                f"limit {100 * MAX_LATTICE_STRAIN:.0f} %)"
-            )
-        if check == 3:
-            return (
-                f"not the expected lattice (disks {resid:.2f} px off the fitted lattice, "
-                f"limit {self.max_residual_px:.2f})"
-            )
-        if check == 4:
-            return f"no disk edges like the aperture's (match {peak:.2f})"
-        return f"strain uncertainty {100 * sigma:.2f} % exceeds {100 * MAX_STRAIN_SIGMA:.0f} %"
