@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i)
             member_dirs.append(model_dir / f"member{i}")
             train(shards, member_dirs[-1], settings, device=device, progress=True)
-        timings["train_s"] = time.perf_counter() - start - timings["data_s"]
+    timings["train_s"] = time.perf_counter() - start - timings["data_s"]
+    if args.members > 1:
         calibration = None
         if args.calibration_shards:
             print(f"calibration frames in {work / 'calibration'}", flush=True)
@@ -139,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
                 work / "calibration", args.calibration_shards, **frames
             )
         meta = build_ensemble(member_dirs, shards, model_dir, calibration_paths=calibration)
-        timings["calibration_s"] = time.perf_counter() - start - sum(timings.values())
-    timings.setdefault("train_s", time.perf_counter() - start - timings["data_s"])
+        timings["calibration_s"] = (
+            time.perf_counter() - start - timings["data_s"] - timings["train_s"]
+        )
     heldout_path = SHIPPED_HELDOUT
     if args.heldout:
         heldout_path = build_heldout(work / "heldout_exact.npz", progress=True)

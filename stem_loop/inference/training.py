@@ -226,8 +226,13 @@ def _usable_split(
     5 in 10,000 training frames, mostly at 10^3 e/frame); their targets lie tens of sigmas out
     and one in a batch multiplies the gradient norm by about 20.
     """
-    usable = lattice_strain.abs().amax(1) <= MAX_LATTICE_STRAIN
+    usable = _fit_succeeded(lattice_strain)
     return tuple(part[usable[part]] for part in _split(n, settings))
+
+
+def _fit_succeeded(lattice_strain: torch.Tensor) -> torch.Tensor:
+    """Frames whose lattice fit the predictor would read (NaN strain fails, as it does there)."""
+    return lattice_strain.abs().amax(1) <= MAX_LATTICE_STRAIN
 
 
 def _calibrate(
@@ -263,7 +268,7 @@ def _calibrate(
 def _coverage_calibration(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict:
     """Sigma scales (and what set them) from the calibration frames ``data``."""
     crops, side, lattice, target = _tensors(data)
-    usable = lattice.abs().amax(1) <= MAX_LATTICE_STRAIN  # the others are flagged, not read
+    usable = _fit_succeeded(lattice)  # the others are flagged, not read
     crops, side, target = crops[usable], side[usable], target[usable]
     mean, log_var, _ = _evaluate(model, crops, side, target)
     z = (target - mean) * torch.exp(-0.5 * log_var)
