@@ -1,9 +1,13 @@
-"""Strain-dependent disk contents for the fast model: a Bloch-wave correction of its library.
+"""Strain-dependent disk contents for the fast model: a correction of its library.
 
 The beam library holds multislice intensities ``I_g(k, t)`` of the unstrained cell. For a
-strained crystal the fast model renders ``I_g(k, t) + [B_g(k, t; e) - B_g(k, t; 0)]``, where
-``B`` is the Bloch-wave model of :mod:`sim_devices.bloch`. The correction is computed for
-*content strains* on a grid of step ``step`` per component (the strain of each frame is
+strained crystal the fast model renders, with the ``"bloch"`` engine (the default, about 2 s per
+grid point), ``I_g(k, t) + [B_g(k, t; e) - B_g(k, t; 0)]``, where ``B`` is the Bloch-wave model
+of :mod:`sim_devices.bloch`; with the ``"multislice"`` engine, the strained periodic cell's own
+multislice intensities ``M_g(k, t; e)`` of :mod:`sim_devices.cell_multislice` (at zero strain
+the library itself; it holds where the projected Bloch-wave model does not, e.g. SrTiO3 [001] at
+80 kV; 40 to 90 s per grid point on one core beside a training run). The correction is
+computed for *content strains* on a grid of step ``step`` per component (the strain of each frame is
 rounded to the grid for its contents; its disks still sit exactly at its own strain), on every
 second incident direction of the library and interpolated bilinearly in between.
 
@@ -23,9 +27,12 @@ import torch
 
 from .bloch import BlochWaves, bloch_waves
 from .cbed_library import BeamLibrary
+from .cell_multislice import StrainedCellMultislice
 
 #: Content-strain grid step (strain fraction).
 DEFAULT_STEP = 0.005
+#: Content engines: Bloch waves of the projected crystal, or multislice of the strained cell.
+ENGINES = ("bloch", "multislice")
 #: Bloch-wave results kept in memory per process (about 13 MB each for Si [110] at 200 kV).
 CACHE_SIZE = 48
 
@@ -42,38 +49,57 @@ class StrainContents:
         The multislice library to correct (its beams, incident directions and thicknesses).
     step : float
         Grid step of the content strain, per component.
+    engine : str
+        ``"bloch"`` or ``"multislice"`` (see the module docstring).
     """
 
-    def __init__(self, library: BeamLibrary, step: float = DEFAULT_STEP) -> None:
+    def __init__(
+        self, library: BeamLibrary, step: float = DEFAULT_STEP, engine: str = "bloch"
+    ) -> None:
         if not step > 0:
             raise ValueError(f"content strain step must be positive, got {step}")
+        if engine not in ENGINES:
+            raise ValueError(f"content engine must be one of {ENGINES}, got {engine!r}")
         spec = library.spec
-        self.library, self.step = library, float(step)
-        self.bloch: BlochWaves = bloch_waves(spec.material, spec.zone_axis, spec.voltage_kv)
-        index = {tuple(int(v) for v in hk): i for i, hk in enumerate(self.bloch.hk)}
-        rows = np.array([index.get(tuple(int(v) for v in hk), -1) for hk in library.hk])
-        self.in_basis = rows >= 0  # library beams the Bloch-wave basis holds
+        self.library, self.step, self.engine = library, float(step), engine
+        self.bloch: BlochWaves | None = None
+        self.cell: StrainedCellMultislice | None = None
+        if engine == "bloch":
+            self.bloch = bloch_waves(spec.material, spec.zone_axis, spec.voltage_kv)
+            index = {tuple(int(v) for v in hk): i for i, hk in enumerate(self.bloch.hk)}
+            rows = np.array([index.get(tuple(int(v) for v in hk), -1) for hk in library.hk])
+        else:
+            self.cell = StrainedCellMultislice(
+                spec.material, spec.zone_axis, spec.voltage_kv, spec.settings
+            )
+            rows = np.arange(len(library.hk))  # every library beam is on the cell's grid
+        self.in_basis = rows >= 0  # library beams the engine holds
         self.rows = rows[self.in_basis]
         k = library.k_mrad
         self.coarse_k = k[::2] if (len(k) - 1) % 2 == 0 else k
         kx, ky = np.meshgrid(self.coarse_k, self.coarse_k)
         self._directions = np.stack([kx.ravel(), ky.ravel()], axis=1)
-        self._key = (spec.key(), self.step)
+        self._key = (spec.key(), self.step, engine)
 
     def voxels(self, strain: np.ndarray) -> np.ndarray:
         """Grid indices ``(N, 3)`` of the content strains of ``(N, 3)`` strains."""
         return np.rint(np.asarray(strain, float) / self.step).astype(np.int64)
 
-    def _bloch(self, voxel: tuple[int, int, int]) -> torch.Tensor:
+    def _engine_values(self, voxel: tuple[int, int, int]) -> torch.Tensor:
         key = (*self._key, voxel)
         with _cache_lock:
             if key in _cache:
                 _cache.move_to_end(key)
                 return _cache[key]
         strain = tuple(float(v) * self.step for v in voxel)
-        values = self.bloch.intensities(
-            strain, self._directions, self.library.thickness_nm, dtype=torch.complex64
-        )[:, self.rows]  # (T, G_in, Kc*Kc)
+        if self.bloch is not None:
+            values = self.bloch.intensities(
+                strain, self._directions, self.library.thickness_nm, dtype=torch.complex64
+            )[:, self.rows]  # (T, G_in, Kc*Kc)
+        else:
+            values = self.cell.intensities(
+                strain, self._directions, self._exit_slices(), self.library.hk
+            )
         n = len(self.coarse_k)
         out = torch.as_tensor(values).reshape(values.shape[0], values.shape[1], n, n)
         with _cache_lock:
@@ -82,17 +108,36 @@ class StrainContents:
                 _cache.popitem(last=False)
         return out
 
+    def _exit_slices(self) -> np.ndarray:
+        """Slice counts of the library's exit planes (it stores every ``thickness_step``)."""
+        step = self.library.spec.thickness_step_slices
+        return step * np.arange(1, len(self.library.thickness_nm) + 1)
+
     def correction(
         self, voxel: tuple[int, int, int], rows: np.ndarray | None = None
     ) -> torch.Tensor:
-        """``B(e) - B(0)`` for the library beams in the basis, ``(T, G_in, K, K)`` float32.
+        """What to add to the library for the content strain ``voxel``, ``(T, G_in, K, K)``.
 
-        ``rows`` selects some of those beams (indices into them) before interpolation.
+        Bloch waves: ``B(e) - B(0)`` for the library beams in the basis. Multislice: ``M(e) -
+        I``, so that the library becomes the strained cell's own intensities ``M(e)``; at zero
+        strain the two agree to the library's float16 storage, but a difference ``M(e) -
+        M(0)`` computed on every second incident direction would keep the unstrained cell's
+        finer detail in ``k``, which in thick SrTiO3 at 80 kV misleads more than it helps (an
+        80 nm crystal read 74 nm with it, 57 nm without; exact: 41 nm). ``rows`` selects some
+        of those beams (indices into them) before interpolation.
         """
         voxel = tuple(int(v) for v in voxel)
         index = slice(None) if rows is None else torch.as_tensor(rows)
-        delta = self._bloch(voxel)[:, index] - self._bloch((0, 0, 0))[:, index]
         n = len(self.library.k_mrad)
+        if self.engine == "multislice":
+            values = self._engine_values(voxel)[:, index]
+            if values.shape[-1] != n:
+                values = torch.nn.functional.interpolate(
+                    values, size=(n, n), mode="bilinear", align_corners=True
+                )
+            library = torch.as_tensor(self.library.intensity[:, self.in_basis])
+            return values - library[:, index]
+        delta = self._engine_values(voxel)[:, index] - self._engine_values((0, 0, 0))[:, index]
         if delta.shape[-1] != n:
             delta = torch.nn.functional.interpolate(
                 delta, size=(n, n), mode="bilinear", align_corners=True

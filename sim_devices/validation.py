@@ -252,6 +252,36 @@ class StrainContentChange:
     beam_change: list[float]
 
 
+def stretched_cell_intensities(
+    material: str,
+    zone_axis: str,
+    voltage_kv: float,
+    strain: tuple[float, float],
+    thickness_nm: float,
+    tilts_mrad: np.ndarray,
+    settings: MultisliceSettings | None = None,
+) -> tuple[np.ndarray, int]:
+    """abTEM plane-wave multislice of the zone-axis cell stretched by ``(exx, eyy)``.
+
+    The cell stays orthogonal, which abTEM needs; atoms keep their fractional positions and the
+    grid its points. The reference for what strain does to the disk contents.
+
+    Returns
+    -------
+    tuple
+        Beam intensities ``(tilts, nx, ny)`` in FFT order at ``thickness_nm`` rounded to whole
+        slices, and that number of slices.
+    """
+    settings = settings or MultisliceSettings()
+    crystal = zone_axis_crystal(material, zone_axis)
+    gpts = tuple(int(v) for v in unit_cell_gpts(crystal, settings.sampling_a)[0])
+    cell = crystal.unit_cell()
+    cell.set_cell(cell.cell[:] @ np.diag([1 + strain[0], 1 + strain[1], 1.0]), scale_atoms=True)
+    n = int(whole_slices(thickness_nm, crystal, settings))
+    potential = cell_potential(cell, n, [n], gpts, settings)
+    return plane_wave_intensities(potential, voltage_kv, tilts_mrad)[0], n
+
+
 def strain_content_change(
     material: str,
     zone_axis: str,
@@ -295,13 +325,10 @@ def strain_content_change(
     gpts = tuple(int(v) for v in unit_cell_gpts(crystal, settings.sampling_a)[0])
 
     def intensities(exx: float, eyy: float) -> np.ndarray:
-        cell = crystal.unit_cell()
-        cell.set_cell(cell.cell[:] @ np.diag([1 + exx, 1 + eyy, 1.0]), scale_atoms=True)
-        n = int(whole_slices(thickness_nm, crystal, settings))
-        potential = cell_potential(cell, n, [n], gpts, settings)
-        return plane_wave_intensities(potential, voltage_kv, tilts_mrad).reshape(
-            len(tilts_mrad), -1
+        values, _ = stretched_cell_intensities(
+            material, zone_axis, voltage_kv, (exx, eyy), thickness_nm, tilts_mrad, settings
         )
+        return values.reshape(len(tilts_mrad), -1)
 
     unstrained, strained = intensities(0.0, 0.0), intensities(*strain)
     brightest = np.argsort(-unstrained.mean(0))[:beams]

@@ -1,8 +1,13 @@
 """Accuracy of a predictor on the held-out exact-physics set, beside the shot-noise limit.
 
-The same crystals rendered by the fast model (the *fast twin*; its default, strain-dependent
-disk contents) split the error into the network's own error and the gap between fast and exact
-physics.
+The same crystals rendered by the fast model (the *fast twin*: strain-dependent disk contents
+from the multislice of the strained cell, :mod:`sim_devices.cell_multislice`, and disk edges
+integrated over the pixel, ``TWIN_EDGE_SUBPIXELS``; contents at each crystal's strain to
+within ``TWIN_CONTENT_STEP``) split the error into the network's own error and the gap
+between fast and exact physics. With these contents the twin reproduces the network's
+thickness errors on the exact patterns (correlation 0.96 over the 96 patterns,
+against 0.48 with unstrained contents); the Bloch-wave contents are wrong for thick SrTiO3
+(chi^2 43,000 against 12,000 for one 80 kV pattern at 80 nm).
 
 The shot-noise limit is the Cramer-Rao bound of the strain for Poisson counts when everything
 but the disk positions is known: Fisher information ``sum_pixels (d mu/d e_i)(d mu/d e_j) / mu``
@@ -65,9 +70,23 @@ def predict_heldout(
     return dict(values=values, std=stds, ood=ood)
 
 
+#: Sub-pixels of the fast twin's disk edges (the pixel's area inside the aperture).
+TWIN_EDGE_SUBPIXELS = 3
+#: Content-strain grid step of the fast twin: each crystal's contents within 0.05 % of its own
+#: strain (the microscope's 0.5 % grid is a speed compromise the twin need not make).
+TWIN_CONTENT_STEP = 0.001
+
+
 def _fast_model(conditions: BeamConditions, offset: tuple[float, float]) -> FastCBED:
+    """The fast model closest to exact physics: strained-cell contents, pixel-integrated edges."""
     return FastCBED.for_conditions(
-        conditions.material, conditions.zone_axis, conditions.beam, conditions.detector(offset)
+        conditions.material,
+        conditions.zone_axis,
+        conditions.beam,
+        conditions.detector(offset),
+        content_engine="multislice",
+        content_step=TWIN_CONTENT_STEP,
+        edge_subpixels=TWIN_EDGE_SUBPIXELS,
     )
 
 
@@ -222,7 +241,7 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
     if twin is not None:
         lines.append(row("fast twin", s["frames"], "", twin))
         lines.append(
-            "(fast twin: the same crystals rendered by the fast model, strain-dependent contents)"
+            "(fast twin: the same crystals rendered by the fast model, strained-cell contents)"
         )
     cover = ", ".join(f"{k} {100 * s[f'{k}_coverage_1sigma']:.0f}%" for k in DESCRIPTOR_NAMES)
     lines.append(f"predicted 1-sigma covers: {cover}")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from sim_devices.bloch import bloch_waves
-from sim_devices.cbed_exact import MultisliceSettings, unit_cell_gpts, whole_slices
+from sim_devices.cbed_exact import MultisliceSettings, unit_cell_gpts
 from sim_devices.cbed_fast import FastCBED
-from sim_devices.cbed_library import cell_potential, plane_wave_intensities
 from sim_devices.materials import zone_axis_crystal
 from sim_devices.strain_contents import StrainContents
+from sim_devices.validation import stretched_cell_intensities
 
 TILTS = np.random.default_rng(1).uniform(-3.0, 3.0, (16, 2))
 
@@ -20,11 +20,7 @@ def _multislice(strain: tuple[float, float], thickness_nm: float):
     settings = MultisliceSettings()
     crystal = zone_axis_crystal("Si", "110")
     gpts = tuple(int(v) for v in unit_cell_gpts(crystal, settings.sampling_a)[0])
-    cell = crystal.unit_cell()
-    cell.set_cell(cell.cell[:] @ np.diag([1 + strain[0], 1 + strain[1], 1.0]), scale_atoms=True)
-    n = int(whole_slices(thickness_nm, crystal, settings))
-    potential = cell_potential(cell, n, [n], gpts, settings)
-    values = plane_wave_intensities(potential, 200.0, TILTS)[0]  # (tilts, nx, ny)
+    values, n = stretched_cell_intensities("Si", "110", 200.0, strain, thickness_nm, TILTS)
     bloch = bloch_waves("Si", "110", 200.0)
     rows = bloch.hk[:, 0] % gpts[0], bloch.hk[:, 1] % gpts[1]
     thickness = n * crystal.cell_lengths_a[2] / settings.slices_per_cell / 10.0

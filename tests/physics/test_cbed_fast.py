@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sim_devices import Beam, Detector
 from sim_devices.cbed_fast import FastCBED
@@ -86,3 +87,35 @@ def test_smaller_convergence_angle_crops_the_disks(fast_model):
     rows = np.flatnonzero(p[:, 64] > 1e-3 * p.max())
     centre_run = rows[(rows > 50) & (rows < 78)]
     assert 7 <= len(centre_run) <= 10  # 2 * 1.5 mrad / 0.35 mrad per px ~ 8.6 px
+
+
+def _true_area(fast: FastCBED, q_mrad: torch.Tensor, n: int = 64) -> torch.Tensor:
+    """Brute-force fraction of each pixel (centre ``q_mrad``) inside the aperture, n x n points."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n - 0.5
+    grid = torch.cartesian_prod(u, u) * fast.pixel
+    inside = ((q_mrad[..., None, :] + grid).norm(dim=-1) <= fast.alpha).to(torch.float64)
+    return inside.mean(-1)
+
+
+def test_pixels_are_weighted_by_their_area_inside_the_aperture(fast_model):
+    """Sub-pixel weights follow the circle's area within a pixel; one central ramp does not."""
+    rng = np.random.default_rng(3)
+    narrow = (fast_model.library, Beam(convergence_mrad=1.5), Detector())
+    fine = FastCBED(*narrow, strain_contents=False, edge_subpixels=3)
+    coarse = FastCBED(*narrow, strain_contents=False, edge_subpixels=1)
+    frac = torch.as_tensor(rng.uniform(-0.5, 0.5, (8, 2)), dtype=torch.float32)
+    q = (fine.offsets_f[None] + frac[:, None]) * fine.pixel  # (8, M, 2) mrad
+    truth = _true_area(fine, q.to(torch.float64))
+    fine_error = (fine._aperture_area(q).double() - truth).abs().max()
+    coarse_error = (coarse._aperture_area(q).double() - truth).abs().max()
+    assert fine_error < 0.03
+    assert coarse_error > 2 * fine_error
+    # every disk carries the aperture's whole area, wherever it sits on the pixel grid
+    total = fine._aperture_area(q).sum(-1) * fine.pixel**2
+    np.testing.assert_allclose(total.numpy(), np.pi * fine.alpha**2, rtol=2e-3)
+
+
+def test_refuses_a_bad_sub_pixel_count(fast_model):
+    for bad in (0, 17, 2.5):
+        with pytest.raises(ValueError, match="edge_subpixels"):
+            FastCBED(fast_model.library, Beam(), Detector(), edge_subpixels=bad)
