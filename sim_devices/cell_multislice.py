@@ -23,6 +23,7 @@ are not valid there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -192,3 +193,12 @@ class StrainedCellMultislice:
                     kept += 1
                 wave = torch.fft.ifft2(spectrum)
         return out
+
+
+@lru_cache(maxsize=8)
+def strained_cell_multislice(
+    material: str, zone_axis: str, voltage_kv: float, settings: MultisliceSettings
+) -> StrainedCellMultislice:
+    """Shared :class:`StrainedCellMultislice` per crystal, voltage and settings (building one
+    runs abTEM's potential once per species, seconds)."""
+    return StrainedCellMultislice(material, zone_axis, voltage_kv, settings)

@@ -27,7 +27,7 @@ import torch
 
 from .bloch import BlochWaves, bloch_waves
 from .cbed_library import BeamLibrary
-from .cell_multislice import StrainedCellMultislice
+from .cell_multislice import StrainedCellMultislice, strained_cell_multislice
 
 #: Content-strain grid step (strain fraction).
 DEFAULT_STEP = 0.005
@@ -69,7 +69,7 @@ class StrainContents:
             index = {tuple(int(v) for v in hk): i for i, hk in enumerate(self.bloch.hk)}
             rows = np.array([index.get(tuple(int(v) for v in hk), -1) for hk in library.hk])
         else:
-            self.cell = StrainedCellMultislice(
+            self.cell = strained_cell_multislice(
                 spec.material, spec.zone_axis, spec.voltage_kv, spec.settings
             )
             rows = np.arange(len(library.hk))  # every library beam is on the cell's grid
@@ -135,8 +135,8 @@ class StrainContents:
                 values = torch.nn.functional.interpolate(
                     values, size=(n, n), mode="bilinear", align_corners=True
                 )
-            library = torch.as_tensor(self.library.intensity[:, self.in_basis])
-            return values - library[:, index]
+            # every library beam is in the basis: rows index the library itself (no copy)
+            return values - torch.as_tensor(self.library.intensity)[:, index]
         delta = self._engine_values(voxel)[:, index] - self._engine_values((0, 0, 0))[:, index]
         if delta.shape[-1] != n:
             delta = torch.nn.functional.interpolate(
