@@ -72,6 +72,8 @@ class FastCBED:
     edge_subpixels : int
         Sub-pixels per side over which each pixel's area inside the aperture is integrated
         (1: a linear ramp one pixel wide at the pixel centre).
+    content_device : str or torch.device
+        Where the multislice content engine runs (``"cuda"`` on a GPU machine).
 
     Raises
     ------
@@ -92,6 +94,7 @@ class FastCBED:
         content_cache_mb: float = 1024.0,
         content_engine: str = "bloch",
         edge_subpixels: int = 1,
+        content_device: str | torch.device = "cpu",
     ) -> None:
         if not (isinstance(edge_subpixels, int | np.integer) and 1 <= edge_subpixels <= 16):
             raise ValueError(f"edge_subpixels must be an integer in 1..16, got {edge_subpixels}")
@@ -147,7 +150,9 @@ class FastCBED:
             1
         )
         self.contents = (
-            StrainContents(library, content_step, content_engine) if strain_contents else None
+            StrainContents(library, content_step, content_engine, content_device)
+            if strain_contents
+            else None
         )
         if self.contents is not None:
             # each rendered beam's row among the corrected ones (-1: outside the Bloch basis)

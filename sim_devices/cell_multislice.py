@@ -18,19 +18,37 @@ slice structure along the beam (upper-Laue-zone coupling), which the projected B
 of :mod:`sim_devices.bloch` leaves out: for SrTiO3 [001] at 80 kV that model's transmitted beam
 differs from multislice by up to a factor of two in thick crystals, so its strain corrections
 are not valid there.
+
+Everything abTEM contributes (the species' potentials, each species' form factor tabulated in
+``|g|``, the grid and the electron's wavelength and interaction constant) is a small *state*
+that :func:`strained_cell_multislice` caches beside the beam libraries, so a machine without
+abTEM (a GPU node) can run the strained-cell multislice from the cache alone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .cbed_exact import MultisliceSettings, unit_cell_gpts
+from .cbed_library import cache_dir
 from .materials import zone_axis_crystal
 from .optics import Beam
+
+#: Version of the saved state; a file of another version is rebuilt.
+CELL_FORMAT = 1
+#: Samples of each species' tabulated form factor, evenly in |g| from 0 to FACTOR_REACH times
+#: the grid's largest |g| (linear interpolation errs by < 1e-5 of the factor; see the tests).
+FACTOR_POINTS = 16384
+FACTOR_REACH = 1.25
 
 
 class StrainedCellMultislice:
@@ -61,16 +79,68 @@ class StrainedCellMultislice:
         from abtem.core.energy import energy2sigma, energy2wavelength
         from abtem.parametrizations import validate_parametrization
 
-        self.settings = settings or MultisliceSettings()
+        settings = settings or MultisliceSettings()
         crystal = zone_axis_crystal(material, zone_axis)
         cell = crystal.unit_cell()
-        gpts, lengths = unit_cell_gpts(crystal, self.settings.sampling_a)
-        self.gpts = (int(gpts[0]), int(gpts[1]))
-        self.lengths = lengths[:2]
-        self.slice_a = lengths[2] / self.settings.slices_per_cell
+        gpts, lengths = unit_cell_gpts(crystal, settings.sampling_a)
+        gpts = (int(gpts[0]), int(gpts[1]))
+        slice_a = lengths[2] / settings.slices_per_cell
         energy = Beam(voltage_kv=voltage_kv).energy_ev
-        self.wavelength_a = float(energy2wavelength(energy))
-        self.sigma = float(energy2sigma(energy))
+        g_max = np.hypot(*(np.asarray(gpts) / 2 / lengths[:2]))
+        factor_g = np.linspace(0.0, FACTOR_REACH * g_max, FACTOR_POINTS)
+
+        parametrization = validate_parametrization(settings.parametrization)
+        symbols = np.array(cell.get_chemical_symbols())
+        species, potentials, tables = sorted(set(symbols)), [], []
+        for symbol in species:
+            potential = abtem.Potential(
+                cell[symbols == symbol],
+                gpts=gpts,
+                slice_thickness=slice_a,
+                projection="infinite",
+                parametrization=settings.parametrization,
+            )
+            array = np.asarray(potential.build().compute(progress_bar=False).array, float)
+            if array.shape[0] != settings.slices_per_cell:
+                raise RuntimeError(f"abTEM made {array.shape[0]} slices of the {symbol} cell")
+            potentials.append(np.fft.fft2(array))
+            factor = parametrization.projected_scattering_factor(symbol)
+            tables.append(np.asarray(factor(factor_g**2), float))
+
+        # abTEM's antialias aperture on the unstrained grid (cutoff 2/3 Nyquist, cosine taper)
+        sampling = lengths[:2] / np.asarray(gpts)
+        cutoff = abtem.config.get("antialias.cutoff") / sampling.max() / 2
+        taper = abtem.config.get("antialias.taper") / sampling.max()
+        self._setup(
+            dict(
+                format=np.array(CELL_FORMAT),
+                identity=np.array(_identity(material, zone_axis, voltage_kv, settings)),
+                gpts=np.array(gpts),
+                lengths=np.asarray(lengths[:2], float),
+                slice_a=np.array(slice_a),
+                wavelength_a=np.array(float(energy2wavelength(energy))),
+                sigma=np.array(float(energy2sigma(energy))),
+                antialias=np.array([cutoff, taper]),
+                species=np.array(species),
+                potentials=np.stack(potentials),
+                factor_g=factor_g,
+                factor_tables=np.stack(tables),
+            ),
+            dtype,
+        )
+
+    def _setup(self, state: dict[str, np.ndarray], dtype: torch.dtype) -> None:
+        """Derive everything from ``state`` (what :meth:`state` returns)."""
+        self._state = state
+        identity = json.loads(str(state["identity"]))
+        self.material, self.zone_axis = identity["material"], identity["zone_axis"]
+        self.voltage_kv = identity["voltage_kv"]
+        self.settings = MultisliceSettings(**identity["settings"])
+        self.gpts = tuple(int(n) for n in state["gpts"])
+        self.lengths = np.asarray(state["lengths"], float)
+        self.slice_a = float(state["slice_a"])
+        self.wavelength_a = float(state["wavelength_a"])
+        self.sigma = float(state["sigma"])
         self.dtype = dtype
         self.real_dtype = torch.float64 if dtype == torch.complex128 else torch.float32
 
@@ -78,37 +148,58 @@ class StrainedCellMultislice:
         k = np.fft.fftfreq(self.gpts[1], 1.0 / self.gpts[1]).round()
         self.hk = np.stack(np.meshgrid(h, k, indexing="ij"), axis=-1)  # (nx, ny, 2) indices
         self.g0 = self.hk / self.lengths  # unstrained reciprocal vectors, 1/A
-        k2_0 = np.sum(self.g0**2, axis=-1)
-
-        # abTEM's antialias aperture on the unstrained grid (cutoff 2/3 Nyquist, cosine taper)
-        sampling = self.lengths / np.asarray(self.gpts)
-        cutoff = abtem.config.get("antialias.cutoff") / sampling.max() / 2
-        taper = abtem.config.get("antialias.taper") / sampling.max()
-        r = np.sqrt(k2_0)
+        r = np.sqrt(np.sum(self.g0**2, axis=-1))
+        cutoff, taper = (float(v) for v in state["antialias"])
         aperture = np.where(
             r > cutoff - taper, 0.5 * (1 + np.cos(np.pi * (r - cutoff + taper) / taper)), 1.0
         )
         aperture[r > cutoff] = 0.0
         self.aperture = torch.as_tensor(aperture, dtype=self.real_dtype)
+        self._f0 = [np.maximum(self._factor(i, r), 1e-30) for i in range(len(state["species"]))]
 
-        parametrization = validate_parametrization(self.settings.parametrization)
-        symbols = np.array(cell.get_chemical_symbols())
-        self._species = []  # (V0 per slice in Fourier space, f(k2) callable)
-        for symbol in sorted(set(symbols)):
-            atoms = cell[symbols == symbol]
-            potential = abtem.Potential(
-                atoms,
-                gpts=self.gpts,
-                slice_thickness=self.slice_a,
-                projection="infinite",
-                parametrization=self.settings.parametrization,
+    def _factor(self, species: int, g: np.ndarray) -> np.ndarray:
+        """Projected scattering factor of one species at ``|g|`` (1/A), from its table."""
+        table_g = self._state["factor_g"]
+        if np.max(g) > table_g[-1]:
+            raise ValueError(
+                f"|g| = {np.max(g):.3f} 1/A is beyond the tabulated form factors "
+                f"({table_g[-1]:.3f} 1/A): strain too large"
             )
-            array = np.asarray(potential.build().compute(progress_bar=False).array, float)
-            if array.shape[0] != self.settings.slices_per_cell:
-                raise RuntimeError(f"abTEM made {array.shape[0]} slices of the {symbol} cell")
-            factor = parametrization.projected_scattering_factor(symbol)
-            self._species.append((np.fft.fft2(array), factor))
-        self._f0 = [np.maximum(factor(k2_0), 1e-30) for _, factor in self._species]
+        return np.interp(g, table_g, self._state["factor_tables"][species])
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything the model needs, as arrays (no abTEM needed to use it again)."""
+        return dict(self._state)
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, np.ndarray], *, dtype: torch.dtype = torch.complex64
+    ) -> StrainedCellMultislice:
+        """The model of a saved :meth:`state` (abTEM is not imported)."""
+        if int(state["format"]) != CELL_FORMAT:
+            raise ValueError(
+                f"strained-cell state format {int(state['format'])}, expected {CELL_FORMAT}"
+            )
+        model = cls.__new__(cls)
+        model._setup(dict(state), dtype)
+        return model
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to ``path`` (npz; written whole, then renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **self._state)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, dtype: torch.dtype = torch.complex64
+    ) -> StrainedCellMultislice:
+        """Read a state written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_state({k: data[k] for k in data.files}, dtype=dtype)
 
     def reciprocal(self, strain: tuple[float, float, float]) -> np.ndarray:
         """Strained reciprocal vectors ``F^-T g0`` on the FFT grid, ``(nx, ny, 2)`` in 1/A."""
@@ -120,10 +211,10 @@ class StrainedCellMultislice:
         """Projected potential of each slice of the strained cell, ``(S, nx, ny)`` (abTEM units)."""
         exx, eyy, exy = strain
         det = (1.0 + exx) * (1.0 + eyy) - exy**2
-        k2 = np.sum(self.reciprocal(strain) ** 2, axis=-1)
+        g = np.sqrt(np.sum(self.reciprocal(strain) ** 2, axis=-1))
         total = sum(
-            v0 * (factor(k2) / f0)[None]
-            for (v0, factor), f0 in zip(self._species, self._f0, strict=True)
+            v0 * (self._factor(i, g) / f0)[None]
+            for i, (v0, f0) in enumerate(zip(self._state["potentials"], self._f0, strict=True))
         )
         return np.fft.ifft2(total).real / det
 
@@ -135,6 +226,7 @@ class StrainedCellMultislice:
         beams: np.ndarray,
         *,
         chunk: int = 256,
+        device: str | torch.device = "cpu",
     ) -> np.ndarray:
         """Beam intensities of unit plane waves incident along ``tilts_mrad``.
 
@@ -150,6 +242,9 @@ class StrainedCellMultislice:
             ``(G, 2)`` integer beam indices ``(h, k)`` of the zone-axis cell.
         chunk : int
             Incident directions propagated together.
+        device : str or torch.device
+            Where the waves are propagated (``"cuda"`` on a GPU machine: the work is batched
+            FFTs of small cells).
 
         Returns
         -------
@@ -167,38 +262,79 @@ class StrainedCellMultislice:
         potentials = self.slice_potentials(strain)
         transmission = np.exp(1j * self.sigma * potentials)
         transmission = np.fft.ifft2(np.fft.fft2(transmission) * self.aperture.numpy()[None])
-        transmission = torch.as_tensor(transmission, dtype=self.dtype)  # (S, nx, ny)
+        transmission = torch.as_tensor(transmission, dtype=self.dtype, device=device)
 
-        g = torch.as_tensor(self.reciprocal(strain), dtype=torch.float64)
+        g = torch.as_tensor(self.reciprocal(strain), dtype=torch.float64, device=device)
         dz = self.slice_a
         fresnel = torch.polar(
-            self.aperture.to(torch.float64),
+            self.aperture.to(device=device, dtype=torch.float64),
             -np.pi * self.wavelength_a * dz * (g**2).sum(-1),
         )
+        flat = flat.to(device)
         out = np.empty((len(exits), len(beams), len(tilts)), dtype=np.float32)
         norm = float(nx * ny) ** 2
+        slices_per_cell = transmission.shape[0]
         for lo in range(0, len(tilts), chunk):
-            tan = torch.as_tensor(np.tan(tilts[lo : lo + chunk] * 1e-3), dtype=torch.float64)
+            tan = torch.as_tensor(
+                np.tan(tilts[lo : lo + chunk] * 1e-3), dtype=torch.float64, device=device
+            )
             phase = -2 * np.pi * dz * (tan[:, None, None, :] * g[None]).sum(-1)
             propagator = (fresnel[None] * torch.polar(torch.ones_like(phase), phase)).to(self.dtype)
-            wave = torch.ones((len(tan), nx, ny), dtype=self.dtype)
-            slices_per_cell = transmission.shape[0]
-            kept = 0
+            wave = torch.ones((len(tan), nx, ny), dtype=self.dtype, device=device)
+            kept = []
             for n in range(1, int(exits[-1]) + 1):
                 wave = wave * transmission[(n - 1) % slices_per_cell]
                 spectrum = torch.fft.fft2(wave) * propagator
-                if n == exits[kept]:
-                    values = spectrum.reshape(len(tan), -1)[:, flat].abs().square() / norm
-                    out[kept, :, lo : lo + chunk] = values.T.numpy()
-                    kept += 1
+                if n == exits[len(kept)]:
+                    kept.append(spectrum.reshape(len(tan), -1)[:, flat].abs().square())
                 wave = torch.fft.ifft2(spectrum)
+            values = torch.stack(kept).transpose(1, 2) / norm  # (exits, G, chunk)
+            out[:, :, lo : lo + chunk] = values.cpu().numpy()
         return out
+        return out
+
+
+def _identity(
+    material: str, zone_axis: str, voltage_kv: float, settings: MultisliceSettings
+) -> str:
+    content = asdict(settings)
+    del content["box_nm"]  # the exact model's box does not enter the cell
+    return json.dumps(
+        dict(
+            material=material,
+            zone_axis=zone_axis,
+            voltage_kv=float(voltage_kv),
+            settings=content,
+            format=CELL_FORMAT,
+            factor_points=FACTOR_POINTS,
+        ),
+        sort_keys=True,
+    )
+
+
+def cell_filename(
+    material: str, zone_axis: str, voltage_kv: float, settings: MultisliceSettings
+) -> str:
+    """Name of the cached state of one crystal at one voltage and settings."""
+    key = hashlib.sha256(_identity(material, zone_axis, voltage_kv, settings).encode())
+    return f"cell-{material}-{zone_axis}-{voltage_kv:g}kV-{key.hexdigest()[:12]}.npz"
 
 
 @lru_cache(maxsize=8)
 def strained_cell_multislice(
     material: str, zone_axis: str, voltage_kv: float, settings: MultisliceSettings
 ) -> StrainedCellMultislice:
-    """Shared :class:`StrainedCellMultislice` per crystal, voltage and settings (building one
-    runs abTEM's potential once per species, seconds)."""
-    return StrainedCellMultislice(material, zone_axis, voltage_kv, settings)
+    """Shared :class:`StrainedCellMultislice` per crystal, voltage and settings.
+
+    Its state is read from the cache directory (:func:`sim_devices.cbed_library.cache_dir`)
+    when there, else built with abTEM (seconds: one potential per species) and saved there.
+    """
+    path = cache_dir() / cell_filename(material, zone_axis, voltage_kv, settings)
+    if path.is_file():
+        try:
+            return StrainedCellMultislice.load(path)
+        except ValueError:
+            pass  # another format: rebuilt below
+    model = StrainedCellMultislice(material, zone_axis, voltage_kv, settings)
+    model.save(path)
+    return model

@@ -6,10 +6,11 @@ grid point), ``I_g(k, t) + [B_g(k, t; e) - B_g(k, t; 0)]``, where ``B`` is the B
 of :mod:`sim_devices.bloch`; with the ``"multislice"`` engine, the strained periodic cell's own
 multislice intensities ``M_g(k, t; e)`` of :mod:`sim_devices.cell_multislice` (at zero strain
 the library itself; it holds where the projected Bloch-wave model does not, e.g. SrTiO3 [001] at
-80 kV; 40 to 90 s per grid point on one core beside a training run). The correction is
-computed for *content strains* on a grid of step ``step`` per component (the strain of each frame is
-rounded to the grid for its contents; its disks still sit exactly at its own strain), on every
-second incident direction of the library and interpolated bilinearly in between.
+80 kV; about 15 s per grid point on 2 CPU cores, 0.15 s on an H200 with ``device="cuda"``).
+The correction is computed for *content strains* on a grid of step ``step`` per component (the
+strain of each frame is rounded to the grid for its contents; its disks still sit exactly at its
+own strain), on every second incident direction of the library and interpolated bilinearly in
+between.
 
 Measured against exact probe multislice (Si [110], 200 kV, 19.2 nm block; strain +-2 % in
 every component, tilt 3 mrad), lattice-fit disk positions at 80 nm move from 0.092 / 0.120 px
@@ -51,17 +52,28 @@ class StrainContents:
         Grid step of the content strain, per component.
     engine : str
         ``"bloch"`` or ``"multislice"`` (see the module docstring).
+    device : str or torch.device
+        Where the multislice engine propagates its waves (``"cuda"`` on a GPU machine: about
+        0.15 s per grid point on an H200, against 15 s on 2 CPU cores); the Bloch engine runs
+        on the CPU.
     """
 
     def __init__(
-        self, library: BeamLibrary, step: float = DEFAULT_STEP, engine: str = "bloch"
+        self,
+        library: BeamLibrary,
+        step: float = DEFAULT_STEP,
+        engine: str = "bloch",
+        device: str | torch.device = "cpu",
     ) -> None:
         if not step > 0:
             raise ValueError(f"content strain step must be positive, got {step}")
         if engine not in ENGINES:
             raise ValueError(f"content engine must be one of {ENGINES}, got {engine!r}")
+        device = torch.device(device)
+        if engine == "bloch" and device.type != "cpu":
+            raise ValueError(f"the Bloch content engine runs on the CPU, not {device}")
         spec = library.spec
-        self.library, self.step, self.engine = library, float(step), engine
+        self.library, self.step, self.engine, self.device = library, float(step), engine, device
         self.bloch: BlochWaves | None = None
         self.cell: StrainedCellMultislice | None = None
         if engine == "bloch":
@@ -97,8 +109,14 @@ class StrainContents:
                 strain, self._directions, self.library.thickness_nm, dtype=torch.complex64
             )[:, self.rows]  # (T, G_in, Kc*Kc)
         else:
+            on_cpu = self.device.type == "cpu"
             values = self.cell.intensities(
-                strain, self._directions, self._exit_slices(), self.library.hk
+                strain,
+                self._directions,
+                self._exit_slices(),
+                self.library.hk,
+                chunk=256 if on_cpu else len(self._directions),
+                device=self.device,
             )
         n = len(self.coarse_k)
         out = torch.as_tensor(values).reshape(values.shape[0], values.shape[1], n, n)

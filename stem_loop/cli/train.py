@@ -13,6 +13,22 @@ from pathlib import Path
 
 from ._common import CommandError, add_json_option, emit
 
+#: ``--contents`` choices.
+CONTENTS = ("unstrained", "bloch", "multislice")
+
+
+def frame_options(args: argparse.Namespace, ranges, content_device: str) -> dict:
+    """What training and calibration shards are generated with (``args``: frames per shard,
+    seed, workers), for :func:`~stem_loop.inference.dataset.generate_shards`."""
+    return dict(
+        frames_per_shard=args.frames_per_shard,
+        seed=args.seed,
+        workers=args.workers,
+        progress=True,
+        ranges=ranges,
+        content_device=content_device,
+    )
+
 
 def _default_dir() -> Path:
     from sim_devices.cbed_library import cache_dir
@@ -49,7 +65,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device",
         default="cpu",
-        help="where the networks train: cpu (default) or cuda[:N] on a GPU machine",
+        help="where the networks train (and, with --contents multislice, the content cells are "
+        "computed): cpu (default) or cuda[:N] on a GPU machine",
+    )
+    parser.add_argument(
+        "--contents",
+        choices=CONTENTS,
+        default="unstrained",
+        help="disk contents of the training frames: the library's unstrained ones (default, "
+        "the shipped model), or those of each block's content strain from Bloch waves or from "
+        "the strained cell's multislice (which runs on --device: minutes on a GPU, hours on "
+        "2 CPU cores); the calibration frames use the same engine (Bloch for unstrained)",
+    )
+    parser.add_argument(
+        "--content-step",
+        type=float,
+        default=0.005,
+        help="grid step of the content strain with --contents bloch|multislice (default: 0.005)",
     )
     parser.add_argument(
         "--workers",
@@ -84,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the stages and print a summary."""
     from stem_loop.inference.calibration import generate_calibration
-    from stem_loop.inference.dataset import generate_shards
+    from stem_loop.inference.dataset import TrainingRanges, generate_shards
     from stem_loop.inference.heldout import SHIPPED_HELDOUT, build_heldout
     from stem_loop.inference.predictor import SHIPPED_WEIGHTS, Predictor, inference_device
     from stem_loop.inference.training import (
@@ -102,22 +134,29 @@ def run(args: argparse.Namespace) -> int:
         or args.calibration_shards < 0
         or args.members < 1
         or args.workers < 1
+        or not 0 < args.content_step <= 0.02
     ):
         raise CommandError(
             "--shards, --epochs, --members and --workers must be >= 1, --frames-per-shard "
-            ">= 256, --calibration-shards >= 0"
+            ">= 256, --calibration-shards >= 0, 0 < --content-step <= 0.02"
         )
     try:
         device = inference_device(args.device)
     except ValueError as err:
         raise CommandError(f"--device: {err}") from None
+    with_contents = args.contents != "unstrained"
+    ranges = TrainingRanges(
+        strain_contents=with_contents,
+        content_engine=args.contents if with_contents else "bloch",
+        content_step=args.content_step,
+    )
+    # the multislice content engine runs where the networks train; Bloch waves on the CPU
+    content_device = str(device) if args.contents == "multislice" else "cpu"
     work = args.dir or _default_dir()
     start = time.perf_counter()
     timings = {}
     print(f"training data in {work / 'shards'}", flush=True)
-    frames = dict(
-        frames_per_shard=args.frames_per_shard, seed=args.seed, workers=args.workers, progress=True
-    )
+    frames = frame_options(args, ranges, content_device)
     shards = generate_shards(work / "shards", args.shards, **frames)
     timings["data_s"] = time.perf_counter() - start
     model_dir = work / "model"

@@ -1,14 +1,18 @@
 """Sigma calibration on frames with the microscope's physics (strain-dependent disk contents).
 
-The networks train on the fast model with the beam library's unstrained disk contents. Real
-crystals (and the exact held-out set) have contents that change with strain; the networks err
-more there, most of all on thickness, so sigmas calibrated on held-back *training* frames come
-out too small (the shipped ensemble before this calibration: thickness 1-sigma coverage 54 % on
-held-out exact physics, 59 % on strain-dependent-content frames at 5x10^4 to 10^5 e/frame).
+Networks trained on the beam library's unstrained disk contents err more on real crystals
+(and the exact held-out set), whose contents change with strain, most of all on thickness; so
+sigmas calibrated on held-back *training* frames come out too small (such an ensemble before
+this calibration: thickness 1-sigma coverage 54 % on held-out exact physics, 59 % on
+strain-dependent-content frames at 5x10^4 to 10^5 e/frame). Networks trained on
+strain-dependent contents (the shipped ones) are calibrated the same way, on frames they never
+saw.
 
 The calibration frames are a separate set: the training ranges with
-``TrainingRanges(strain_contents=True)`` (each block shares one cell of the content-strain
-grid), their own seed, smaller blocks than training so that more content cells are seen. Each
+``TrainingRanges(strain_contents=True)`` and the training's content engine (Bloch waves when
+the training frames have unstrained contents), each block sharing one cell of the
+content-strain grid, their own seed, smaller blocks than training so that more content cells
+are seen. Each
 output's sigma scale is the 68.27 % quantile of the normalised errors ``|z|``: the predicted
 1-sigma interval then covers 68.27 % of those frames' errors, which is what a 1-sigma interval
 promises (a variance match, ``sqrt(mean z**2)``, gives the heavy tails too much weight and
@@ -64,7 +68,8 @@ def generate_calibration(
     frames_per_shard, workers, progress
         As in :func:`~stem_loop.inference.dataset.generate_shards`.
     **selection
-        ``materials`` and ``voltages``, as in :func:`~stem_loop.inference.dataset.generate_shards`.
+        ``materials``, ``voltages`` and ``content_device``, as in
+        :func:`~stem_loop.inference.dataset.generate_shards`.
     """
     return generate_shards(
         out,

@@ -25,6 +25,7 @@ import torch
 
 from sim_devices.cbed_fast import FastCBED
 from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
+from sim_devices.strain_contents import DEFAULT_STEP
 
 from .conditions import (
     CONVERGENCE_RANGE_MRAD,
@@ -50,11 +51,12 @@ class TrainingRanges:
     Centre shifts are always included.
 
     ``strain_contents`` renders the disk contents of each block's content-strain cell
-    (:mod:`sim_devices.strain_contents`) instead of the unstrained ones. It is off for the
-    shipped weights: with 256-frame blocks (512 content cells over six beam libraries) the
-    network did worse on held-out exact physics (0.161 / 0.185 / 0.085 % strain, 6.0 nm
-    thickness, against 0.113 / 0.126 / 0.081 % and 5.25 nm for the same single network on the
-    unstrained contents; see the model card).
+    (:mod:`sim_devices.strain_contents`) instead of the unstrained ones. The shipped weights
+    were trained with it and ``content_engine="multislice"`` (one strained-cell multislice per
+    256-frame block, on a GPU), and read held-out exact physics better than the same recipe on
+    unstrained contents (0.095 / 0.102 / 0.063 % strain, 3.84 nm thickness, against 0.101 /
+    0.095 / 0.075 % and 4.28 nm); with Bloch-wave contents a single network did worse (see the
+    model card). It defaults to off, the recipe that fits 2 CPU cores.
 
     ``edge_subpixels`` integrates each pixel's area inside the aperture over that many
     sub-pixels per side (:class:`sim_devices.cbed_fast.FastCBED`). 3 is closer to the exact
@@ -73,6 +75,8 @@ class TrainingRanges:
     miscalibrated_fraction: float = 0.0
     strain_contents: bool = False
     edge_subpixels: int = 1
+    content_engine: str = "bloch"
+    content_step: float = DEFAULT_STEP
 
 
 def _libraries(
@@ -108,6 +112,7 @@ def generate_block(
     libraries: dict[tuple[str, str, float], BeamLibrary],
     frames: int,
     ranges: TrainingRanges,
+    content_device: str = "cpu",
 ) -> dict[str, np.ndarray]:
     """One block of network inputs and targets (see the module docstring)."""
     material, zone_axis, voltage = list(libraries)[rng.integers(len(libraries))]
@@ -126,6 +131,9 @@ def generate_block(
         conditions.beam,
         detector,
         strain_contents=ranges.strain_contents,
+        content_step=ranges.content_step,
+        content_engine=ranges.content_engine,
+        content_device=content_device,
         edge_subpixels=ranges.edge_subpixels,
     )
 
@@ -178,6 +186,7 @@ def generate_shards(
     voltages: tuple[float, ...] = TRAINING_VOLTAGES_KV,
     workers: int = 1,
     progress: bool = False,
+    content_device: str = "cpu",
 ) -> list[Path]:
     """Write ``shards`` shard files into ``out`` (existing ones are kept: generation resumes).
 
@@ -185,6 +194,8 @@ def generate_shards(
     same data. ``materials`` and ``voltages`` select the beam libraries (each is built once,
     minutes). ``workers`` > 1 writes shards side by side in that many processes, one torch
     thread each (for machines with many cores; the libraries are built first, here).
+    ``content_device`` is where the multislice content engine runs (``"cuda"``: every worker
+    shares the GPU).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -205,6 +216,7 @@ def generate_shards(
         ranges=ranges,
         materials=materials,
         voltages=voltages,
+        content_device=str(content_device),
     )
     if workers == 1:
         done = ((i, _write_shard(paths[i], i, **job)) for i in todo)
@@ -241,6 +253,7 @@ def _write_shard(
     ranges: TrainingRanges,
     materials: tuple[tuple[str, str], ...],
     voltages: tuple[float, ...],
+    content_device: str = "cpu",
     threads: int | None = None,
 ) -> float:
     """Generate shard ``index`` into ``path`` (atomically); returns the seconds it took."""
@@ -251,7 +264,10 @@ def _write_shard(
     if key not in _LOADED:
         _LOADED[key] = _libraries(materials, voltages)
     rng = np.random.default_rng([seed, index])
-    blocks = [generate_block(rng, _LOADED[key], block, ranges) for _ in range(frames // block)]
+    blocks = [
+        generate_block(rng, _LOADED[key], block, ranges, content_device)
+        for _ in range(frames // block)
+    ]
     data = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **data)

@@ -365,7 +365,16 @@ def build_ensemble(
     tensors = _tensors(data)
     val = _usable_split(len(data["side"]), tensors[2], settings)[0]
     meta = _calibrate(ensemble, data, tensors, val)
+    training = dict(members=records, data_ranges=_recorded_ranges(shard_paths))
     if calibration_paths:
         meta.update(_coverage_calibration(ensemble, load_shards(calibration_paths)))
-    meta.update(network=members[0].config, members=len(members), training=dict(members=records))
+        meta["sigma_calibration"]["data_ranges"] = _recorded_ranges(calibration_paths)
+    meta.update(network=members[0].config, members=len(members), training=training)
     return _write(out, ensemble, meta)
+
+
+def _recorded_ranges(shard_paths: list[Path]) -> dict | None:
+    """The ``ranges.json`` that generation wrote beside the shards (what the frames span and
+    which disk contents they have), or None where there is none."""
+    path = Path(shard_paths[0]).parent / "ranges.json"
+    return json.loads(path.read_text()) if path.is_file() else None

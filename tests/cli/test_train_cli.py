@@ -12,6 +12,8 @@ BAD = [
     ["--shards", "0"],
     ["--frames-per-shard", "8"],
     ["--calibration-shards", "-1"],
+    ["--content-step", "0"],
+    ["--content-step", "0.5"],
 ]
 
 

@@ -74,6 +74,7 @@ def test_ensemble_sigmas_cover_68_percent_of_the_calibration_errors(tmp_path):
     meta = build_ensemble(dirs, shards, tmp_path / "ensemble", calibration_paths=calibration)
     assert "sigma_calibration" not in plain
     assert meta["sigma_calibration"]["frames"] == 256
+    assert meta["sigma_calibration"]["data_ranges"]["strain_contents"] is True
     assert meta["sigma_scale"] != plain["sigma_scale"]
     assert meta["ood"] == plain["ood"]  # the OOD thresholds still come from training frames
 

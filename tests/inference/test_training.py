@@ -159,6 +159,23 @@ def test_strain_content_blocks_share_one_content_cell(tmp_path):
         assert len(cells) == 1  # one Bloch-wave content correction per block
 
 
+def test_the_content_engine_changes_the_contents_not_the_truth(tmp_path):
+    """Same seed and grid, Bloch against strained-cell multislice contents: the same strains,
+    thicknesses and tilts, other disk contents; the shards record which engine made them."""
+    made = {}
+    for engine in ("bloch", "multislice"):
+        ranges = TrainingRanges(strain_contents=True, content_engine=engine, content_step=0.01)
+        paths = generate_shards(
+            tmp_path / engine, 1, seed=5, ranges=ranges, **dict(SI_ONLY, block=256)
+        )
+        made[engine] = load_shards(paths)
+        recorded = json.loads((tmp_path / engine / "ranges.json").read_text())
+        assert recorded["content_engine"] == engine and recorded["content_step"] == 0.01
+    np.testing.assert_array_equal(made["bloch"]["descriptors"], made["multislice"]["descriptors"])
+    bloch, cell = (made[e]["crops"].astype(np.float32) for e in ("bloch", "multislice"))
+    assert np.abs(bloch - cell).mean() > 0.01 * np.abs(bloch).mean()
+
+
 def test_ensemble_joins_members_into_one_calibrated_gaussian(shards, tmp_path):
     from stem_loop.inference.network import DescriptorEnsemble
     from stem_loop.inference.training import build_ensemble, load_model
@@ -170,6 +187,9 @@ def test_ensemble_joins_members_into_one_calibrated_gaussian(shards, tmp_path):
     meta = build_ensemble(dirs, shards, tmp_path / "ensemble")
     assert meta["members"] == 2 and len(meta["training"]["members"]) == 2
     assert all(s > 0 for s in meta["sigma_scale"])
+    # what the frames span travels with the weights
+    recorded = json.loads((shards[0].parent / "ranges.json").read_text())
+    assert meta["training"]["data_ranges"] == recorded
 
     ensemble, _ = load_model(tmp_path / "ensemble")
     members = [load_model(d)[0] for d in dirs]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from sim_devices.cell_multislice import StrainedCellMultislice
+from sim_devices import cell_multislice
+from sim_devices.cbed_exact import MultisliceSettings
+from sim_devices.cell_multislice import StrainedCellMultislice, strained_cell_multislice
 from sim_devices.strain_contents import StrainContents
 from sim_devices.validation import stretched_cell_intensities
 
@@ -96,3 +101,93 @@ def test_multislice_engine_corrects_the_library_to_the_strained_cell(cell_model,
 def test_refuses_an_unknown_content_engine(fast_model):
     with pytest.raises(ValueError, match="content engine"):
         StrainContents(fast_model.library, engine="dft")
+
+
+def test_tabulated_form_factors_are_abtem_s(cell_model):
+    """The state keeps each species' form factor as a table in |g|; read between its samples
+    it is abTEM's parametrization to 1e-5 wherever the factor matters."""
+    from abtem.parametrizations import validate_parametrization
+
+    factor = validate_parametrization("lobato").projected_scattering_factor("Si")
+    g = np.random.default_rng(0).uniform(0.0, 1.05 * np.abs(cell_model.g0).max() * 1.4, 5000)
+    exact = factor(g**2)
+    tabulated = cell_model._factor(0, g)
+    matters = exact > 1e-3 * exact.max()
+    assert np.abs(tabulated - exact)[matters].max() < 1e-5 * exact.max()
+
+
+def test_strain_beyond_the_tabulated_factors_is_refused(cell_model):
+    with pytest.raises(ValueError, match="beyond the tabulated"):
+        cell_model.slice_potentials((-0.5, -0.5, 0.0))
+
+
+def test_a_saved_state_runs_without_abtem(cell_model, tmp_path):
+    """What a GPU node without abTEM does: load the state, propagate, same intensities."""
+    path = cell_model.save(tmp_path / "cell.npz")
+    hk = np.array([[0, 0], [1, 1], [0, 2]])
+    ours = cell_model.intensities((0.01, 0.0, -0.005), TILTS[:3], [40, 80], hk)
+    np.save(tmp_path / "tilts.npy", TILTS[:3])
+    script = f"""
+import sys
+sys.modules["abtem"] = None  # any import of abTEM now fails
+import numpy as np
+from sim_devices.cell_multislice import StrainedCellMultislice
+cell = StrainedCellMultislice.load({str(path)!r})
+tilts = np.load({str(tmp_path / "tilts.npy")!r})
+values = cell.intensities((0.01, 0.0, -0.005), tilts, [40, 80], np.array({hk.tolist()}))
+np.save({str(tmp_path / "theirs.npy")!r}, values)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "theirs.npy"), ours)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEM_LOOP_CACHE", str(tmp_path))
+    strained_cell_multislice.cache_clear()
+    yield tmp_path
+    strained_cell_multislice.cache_clear()  # forget the models built on this cache
+
+
+def test_the_state_is_cached_and_reused(fresh_cache, monkeypatch):
+    settings = MultisliceSettings()
+    built = strained_cell_multislice("Si", "110", 80.0, settings)
+    path = fresh_cache / cell_multislice.cell_filename("Si", "110", 80.0, settings)
+    assert path.is_file()
+    strained_cell_multislice.cache_clear()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt instead of read from the cache")
+
+    monkeypatch.setattr(StrainedCellMultislice, "__init__", no_build)
+    loaded = strained_cell_multislice("Si", "110", 80.0, settings)
+    assert loaded is not built
+    strain = (0.004, -0.002, 0.001)
+    np.testing.assert_array_equal(loaded.slice_potentials(strain), built.slice_potentials(strain))
+
+
+def test_a_state_of_another_format_is_rebuilt(fresh_cache):
+    settings = MultisliceSettings()
+    path = fresh_cache / cell_multislice.cell_filename("Si", "110", 80.0, settings)
+    strained_cell_multislice("Si", "110", 80.0, settings)
+    state = dict(np.load(path))
+    state["format"] = np.array(cell_multislice.CELL_FORMAT + 1)
+    np.savez(path, **state)
+    strained_cell_multislice.cache_clear()
+    model = strained_cell_multislice("Si", "110", 80.0, settings)
+    assert int(model.state()["format"]) == cell_multislice.CELL_FORMAT
+    assert int(np.load(path)["format"]) == cell_multislice.CELL_FORMAT  # written again
+
+
+def test_the_bloch_engine_refuses_a_gpu(fast_model):
+    with pytest.raises(ValueError, match="Bloch content engine runs on the CPU"):
+        StrainContents(fast_model.library, engine="bloch", device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_gpu_propagates_like_the_cpu(cell_model):
+    hk = np.array([(h, k) for h in range(-3, 4) for k in range(-3, 4)])
+    strain = (0.01, -0.005, 0.015)
+    cpu = cell_model.intensities(strain, TILTS, [100, 200], hk)
+    gpu = cell_model.intensities(strain, TILTS, [100, 200], hk, device="cuda")
+    assert np.abs(gpu - cpu).max() < 1e-4
