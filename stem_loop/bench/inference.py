@@ -316,14 +316,16 @@ def _device_figures(
     return out
 
 
-def _accuracy(predictor, doses: tuple[float, ...] | None) -> dict | None:
+def _accuracy(
+    predictor, doses: tuple[float, ...] | None, refine_thickness: bool = False
+) -> dict | None:
     """The held-out accuracy report (``stem_loop.inference.evaluation.report``), if present."""
     try:
         evaluation = importlib.import_module("stem_loop.inference.evaluation")
     except ImportError:
         return None
     kwargs = {} if doses is None else {"doses": doses}
-    return evaluation.report(predictor, **kwargs)
+    return evaluation.report(predictor, refine_thickness=refine_thickness, **kwargs)
 
 
 def save_frames(path: str | Path, frames: np.ndarray, conditions) -> Path:
@@ -371,6 +373,7 @@ def run_inference_bench(
     save_frames_to: str | Path | None = None,
     accuracy: bool = True,
     doses: tuple[float, ...] | None = None,
+    refine_thickness: bool = False,
     seed: int = 0,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -404,6 +407,9 @@ def run_inference_bench(
         Append the held-out accuracy report (``stem_loop.inference.evaluation.report``).
     doses : tuple of float, optional
         Doses of the accuracy report (default: the report's own).
+    refine_thickness : bool
+        Add the held-out thickness refined by the fast model
+        (:class:`stem_loop.inference.refine.ThicknessRefiner`; offline, slow).
     seed : int
         Seed of the simulated frames.
     verbose : bool
@@ -459,9 +465,11 @@ def run_inference_bench(
     if verbose:
         print(_text(result), flush=True)
     if accuracy:
-        report = _accuracy(predictor, doses)
+        report = _accuracy(predictor, doses, refine_thickness)
         if report is not None:
             result["accuracy"] = report["rows"]
+            if refine_thickness:
+                result["thickness_refined_nm_rms"] = report["summary"]["thickness_refined_nm_rms"]
             if verbose:
                 print(report["text"], flush=True)
         elif verbose:
@@ -565,6 +573,12 @@ def main(argv: list[str] | None = None) -> None:
         "--doses", type=str, default=None, help="comma-separated doses of the accuracy report"
     )
     parser.add_argument(
+        "--refine-thickness",
+        action="store_true",
+        help="add the held-out thickness refined by the fast model (offline: one strained-cell "
+        "multislice per content cell, up to an hour on 2 cores)",
+    )
+    parser.add_argument(
         "--omp-wait-policy",
         choices=("active", "passive"),
         default=None,
@@ -604,6 +618,7 @@ def main(argv: list[str] | None = None) -> None:
         save_frames_to=args.save_frames,
         accuracy=not args.no_accuracy,
         doses=doses,
+        refine_thickness=args.refine_thickness,
         seed=args.seed,
     )
     if args.json:

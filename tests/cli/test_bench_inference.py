@@ -36,19 +36,25 @@ def test_tiny_run_prints_every_stage_and_json_last(capsys):
 def test_accuracy_report_is_called_with_the_doses(capsys, monkeypatch):
     calls = []
 
-    def report(predictor, doses=(1e5,)):
-        calls.append(doses)
-        return {"rows": [{"material": "Si", "exx_rms": 0.001}], "text": "ACCURACY TABLE"}
+    def report(predictor, doses=(1e5,), refine_thickness=False):
+        calls.append((doses, refine_thickness))
+        summary = {"thickness_refined_nm_rms": 0.5} if refine_thickness else {}
+        rows = [{"material": "Si", "exx_rms": 0.001}]
+        return {"rows": rows, "summary": summary, "text": "ACCURACY TABLE"}
 
     fake = types.ModuleType("stem_loop.inference.evaluation")
     fake.report = report
     monkeypatch.setitem(sys.modules, "stem_loop.inference.evaluation", fake)
-    argv = ["bench", "inference", "--frames", "4", "--batch", "4", "--repeats", "1"]
-    assert main([*argv, "--no-gpu", "--doses", "1e3,1e5", "--json"]) == 0
+    argv = ["bench", "inference", "--frames", "4", "--batch", "4", "--repeats", "1", "--no-gpu"]
+    assert main([*argv, "--doses", "1e3,1e5", "--json"]) == 0
     out = capsys.readouterr().out
     assert "ACCURACY TABLE" in out
-    assert _last_json(out)["accuracy"] == [{"material": "Si", "exx_rms": 0.001}]
-    assert calls == [(1e3, 1e5)]
+    result = _last_json(out)
+    assert result["accuracy"] == [{"material": "Si", "exx_rms": 0.001}]
+    assert "thickness_refined_nm_rms" not in result
+    assert main([*argv, "--no-cpu", "--refine-thickness", "--json"]) == 0
+    assert _last_json(capsys.readouterr().out)["thickness_refined_nm_rms"] == 0.5
+    assert calls == [((1e3, 1e5), False), ((1e5,), True)]
 
 
 @pytest.mark.parametrize("bad", [["--frames", "0"], ["--doses", "a,b"]])

@@ -68,20 +68,43 @@ def test_predicted_sigma_covers_the_errors(summary):
     assert np.all((covered >= lo) & (covered <= hi)), covered
 
 
-def test_fast_twin_renders_the_same_crystals_with_the_fast_model():
-    """The twin separates network error from the fast/exact gap; it must be the same crystals."""
-    from stem_loop.inference.evaluation import fast_twin
-
+def _si_200(runs: int | None = None, thickness_nm: tuple[float, ...] | None = None) -> dict:
+    """The held-out patterns of Si at 200 kV (the condition whose beam library CI builds):
+    the first ``runs`` of its runs, at ``thickness_nm`` only if given."""
     held = load_heldout()
     keep = [
         i
         for i, r in enumerate(held["meta"]["runs"])
         if (r["conditions"]["material"], r["conditions"]["voltage_kv"]) == ("Si", 200.0)
-    ]  # the condition whose beam library CI builds
-    rows = np.flatnonzero(np.isin(held["run_index"], keep))
+    ][:runs]
+    chosen = np.isin(held["run_index"], keep)
+    if thickness_nm is not None:
+        chosen &= np.isin(held["thickness_nm"], thickness_nm)
+    rows = np.flatnonzero(chosen)
     sub = {k: v[rows] for k, v in held.items() if k != "meta"}
     sub["run_index"] = np.searchsorted(keep, held["run_index"][rows])
     sub["meta"] = dict(held["meta"], runs=[held["meta"]["runs"][i] for i in keep])
+    return sub
+
+
+def test_thickness_refined_by_the_fast_model_on_exact_patterns():
+    """The offline refinement on exact physics (one crystal, two thicknesses: one content
+    cell); the whole set is measured by ``stem-loop bench inference --refine-thickness``."""
+    sub = _si_200(runs=1, thickness_nm=(30.0, 70.0))
+    rep = report(Predictor(), doses=(1e5,), heldout=sub, shot_noise=False, refine_thickness=True)
+    summary = rep["summary"]
+    assert summary["frames"] == 2
+    assert summary["thickness_refined_nm_rms"] <= 1.0
+    assert rep["rows"][0]["thickness_refined_nm_rms"] == summary["thickness_refined_nm_rms"]
+    assert "thickness refined by the fast model" in rep["text"]
+
+
+def test_fast_twin_renders_the_same_crystals_with_the_fast_model():
+    """The twin separates network error from the fast/exact gap; it must be the same crystals."""
+    from stem_loop.inference.evaluation import fast_twin
+
+    sub = _si_200()
+    rows = np.arange(len(sub["run_index"]))
     twin = fast_twin(sub)
     assert twin["counts"].shape == sub["counts"].shape
     assert np.array_equal(twin["exx"], sub["exx"]) and np.array_equal(
