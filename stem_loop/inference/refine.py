@@ -14,9 +14,9 @@ and pixel-integrated disk edges, and returns the thickness whose pattern explain
 best: the least Poisson deviance, with the pattern scaled to the frame's total counts, so the
 dose need not be known. It is an offline step, not part of the live path: each new content
 cell costs about 15 to 60 s on 2 CPU cores (0.15 s on a GPU with ``content_device="cuda"``),
-each frame a scan of 151 renders (0.12 s once its cell is in memory). On the 96 held-out exact
-patterns at 10^5 electrons it reads thickness to 0.49 nm rms, against 3.84 nm for the networks
-(the worst crystal, 80 nm: 79 nm refined, 44.5 nm read).
+each frame a scan of 151 renders (0.12 to 0.3 s once its cell is in memory). On the 96
+held-out exact patterns at 10^5 electrons it reads thickness to 0.49 nm rms, against 3.84 nm
+for the networks (the worst crystal, 80 nm: 79 nm refined, 44.5 nm read).
 """
 
 from __future__ import annotations
