@@ -291,7 +291,6 @@ class StrainedCellMultislice:
             values = torch.stack(kept).transpose(1, 2) / norm  # (exits, G, chunk)
             out[:, :, lo : lo + chunk] = values.cpu().numpy()
         return out
-        return out
 
 
 def _identity(

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from sim_devices.cbed_fast import FastCBED
+from sim_devices.cbed_library import LibrarySpec, load_or_build
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .conditions import BeamConditions
 from .heldout import SHIPPED_HELDOUT, STORED_DOSE
 from .predictor import Prediction, Predictor
-from .refine import ThicknessRefiner
+from .refine import EDGE_SUBPIXELS, ThicknessRefiner, closest_fast_model
 
 #: Doses of the dose sweep (electrons per frame).
 DOSES = (1e3, 1e4, 1e5)
@@ -91,8 +92,9 @@ def refine_heldout(heldout: dict, result: dict) -> np.ndarray:
     return refined
 
 
-#: Sub-pixels of the fast twin's disk edges (the pixel's area inside the aperture).
-TWIN_EDGE_SUBPIXELS = 3
+#: Sub-pixels of the fast twin's disk edges (the pixel's area inside the aperture): those of
+#: :func:`~stem_loop.inference.refine.closest_fast_model`, which renders the twin.
+TWIN_EDGE_SUBPIXELS = EDGE_SUBPIXELS
 #: Content-strain grid step of the fast twin: each crystal's contents within 0.05 % of its own
 #: strain (the microscope's 0.5 % grid is a speed compromise the twin need not make).
 TWIN_CONTENT_STEP = 0.001
@@ -100,14 +102,13 @@ TWIN_CONTENT_STEP = 0.001
 
 def _fast_model(conditions: BeamConditions, offset: tuple[float, float]) -> FastCBED:
     """The fast model closest to exact physics: strained-cell contents, pixel-integrated edges."""
-    return FastCBED.for_conditions(
-        conditions.material,
-        conditions.zone_axis,
-        conditions.beam,
-        conditions.detector(offset),
-        content_engine="multislice",
-        content_step=TWIN_CONTENT_STEP,
-        edge_subpixels=TWIN_EDGE_SUBPIXELS,
+    spec = LibrarySpec(
+        material=conditions.material,
+        zone_axis=conditions.zone_axis,
+        voltage_kv=conditions.voltage_kv,
+    )
+    return closest_fast_model(
+        load_or_build(spec), conditions, offset, content_step=TWIN_CONTENT_STEP
     )
 
 

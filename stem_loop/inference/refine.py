@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sim_devices.cbed_fast import FastCBED
-from sim_devices.cbed_library import LibrarySpec, load_or_build
+from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .conditions import BeamConditions
@@ -39,6 +39,29 @@ from .preprocess import Preprocessor
 CONTENT_STEP = 0.005
 #: Sub-pixels per side of the rendered disk edges (the pixel's area inside the aperture).
 EDGE_SUBPIXELS = 3
+
+
+def closest_fast_model(
+    library: BeamLibrary,
+    conditions: BeamConditions,
+    offset_px: tuple[float, float],
+    *,
+    content_step: float,
+    content_device: str = "cpu",
+) -> FastCBED:
+    """The fast model closest to exact physics: the strained cell's disk contents (multislice,
+    on a content-strain grid of ``content_step``) and pixel-integrated disk edges
+    (:data:`EDGE_SUBPIXELS`), with the optical axis ``offset_px`` from the frame centre. The
+    refiner scans it; the held-out evaluation's fast twin renders it."""
+    return FastCBED(
+        library,
+        conditions.beam,
+        conditions.detector(offset_px),
+        content_engine="multislice",
+        content_step=content_step,
+        content_device=content_device,
+        edge_subpixels=EDGE_SUBPIXELS,
+    )
 
 
 @dataclass
@@ -131,14 +154,12 @@ class ThicknessRefiner:
     def _model(self, origin_px: np.ndarray) -> FastCBED:
         centre = (self.conditions.pixels - 1) / 2
         offset = tuple(float(v) for v in np.round(origin_px - centre, 2))
-        return FastCBED(
+        return closest_fast_model(
             self.library,
-            self.conditions.beam,
-            self.conditions.detector(offset),
-            content_engine="multislice",
+            self.conditions,
+            offset,
             content_step=self.content_step,
             content_device=self.content_device,
-            edge_subpixels=EDGE_SUBPIXELS,
         )
 
     def refine(self, frames: np.ndarray, prediction: Prediction) -> ThicknessRefinement:
