@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,6 +43,67 @@ import torch
 from .cbed_library import BeamLibrary, LibrarySpec, load_or_build
 from .optics import Beam, Detector
 from .strain_contents import DEFAULT_STEP, StrainContents
+
+
+@dataclass
+class ThicknessSeries:
+    """One crystal's patterns over a series of thicknesses, on the pixels its disks reach.
+
+    Attributes
+    ----------
+    pixels : Tensor
+        ``(S,)`` int64 flat indices (``row * columns + column``) of the frame pixels any disk
+        reaches; every other pixel is zero at every thickness.
+    values : Tensor
+        ``(T, S)`` float32 fractions of the incident beam on those pixels, one row per thickness.
+    thickness_nm : ndarray
+        ``(T,)`` the thicknesses.
+    shape : (int, int)
+        The frame shape.
+    stored_values : Tensor
+        ``(T_stored, S)`` the same at the library's stored thicknesses, from which :meth:`at`
+        interpolates.
+    stored_thickness_nm : ndarray
+        ``(T_stored,)`` the library's stored thicknesses.
+    """
+
+    pixels: torch.Tensor
+    values: torch.Tensor
+    thickness_nm: np.ndarray
+    shape: tuple[int, int]
+    stored_values: torch.Tensor
+    stored_thickness_nm: np.ndarray
+
+    def at(self, thickness_nm: np.ndarray) -> ThicknessSeries:
+        """The same crystal at other thicknesses (linear between the stored ones, as
+        :meth:`FastCBED.patterns` interpolates; no new geometry).
+
+        Raises
+        ------
+        ValueError
+            If a thickness lies outside the stored ones.
+        """
+        stored = self.stored_thickness_nm
+        t = np.atleast_1d(np.asarray(thickness_nm, dtype=np.float64))
+        if np.any((t < stored[0]) | (t > stored[-1])):
+            raise ValueError(
+                f"thickness outside the fast model's range {stored[0]:.1f}..{stored[-1]:.1f} nm"
+            )
+        at = (t - stored[0]) / (stored[-1] - stored[0]) * (len(stored) - 1)
+        below = np.clip(np.floor(at).astype(np.int64), 0, len(stored) - 2)
+        lerp = np.zeros((len(t), len(stored)), dtype=np.float32)
+        lerp[np.arange(len(t)), below] = 1 - (at - below)
+        lerp[np.arange(len(t)), below + 1] = at - below
+        values = torch.as_tensor(lerp) @ self.stored_values
+        return ThicknessSeries(
+            self.pixels, values, t, self.shape, self.stored_values, self.stored_thickness_nm
+        )
+
+    def frames(self) -> np.ndarray:
+        """The whole ``(T, rows, cols)`` float32 patterns."""
+        out = torch.zeros((len(self.values), self.shape[0] * self.shape[1]), dtype=torch.float32)
+        out[:, self.pixels] = self.values
+        return out.reshape(len(self.values), *self.shape).numpy()
 
 
 class FastCBED:
@@ -243,15 +305,82 @@ class FastCBED:
                 out[sel] = self._render(strain[sel], tilt[sel], thickness[sel], volume).numpy()
         return out
 
-    def disk_centres_px(self, strain: np.ndarray) -> torch.Tensor:
-        """Disk centres (x, y) in detector pixels for each strain ``(exx, eyy, exy)``, (B, G, 2)."""
+    def disk_centres_px(
+        self, strain: np.ndarray, centre_px: tuple[float, float] | None = None
+    ) -> torch.Tensor:
+        """Disk centres (x, y) in detector pixels for each strain ``(exx, eyy, exy)``, (B, G, 2),
+        around the optical axis ``centre_px`` (default: the detector's)."""
         e = torch.as_tensor(np.atleast_2d(strain), dtype=torch.float64)
         deform = torch.stack(
             [torch.stack([1 + e[:, 0], e[:, 2]], -1), torch.stack([e[:, 2], 1 + e[:, 1]], -1)], -2
         )  # (B, 2, 2), symmetric
         g_strained = self.g @ torch.linalg.inv(deform)  # rows g^T F^-1 = (F^-T g)^T
-        centre = torch.tensor(self.detector.center_px, dtype=torch.float64)
+        centre = torch.tensor(
+            self.detector.center_px if centre_px is None else centre_px, dtype=torch.float64
+        )
         return centre + g_strained * (self.wavelength_mrad_a / self.pixel)
+
+    def thickness_series(
+        self,
+        descriptors: Mapping[str, float],
+        thickness_nm: np.ndarray,
+        *,
+        centre_px: tuple[float, float] | None = None,
+    ) -> ThicknessSeries:
+        """One crystal's noise-free patterns at every thickness of ``thickness_nm``.
+
+        The same patterns as :meth:`patterns` with ``thickness_nm`` varied and the other
+        descriptors held, but the disk geometry (positions, aperture weights, incident
+        directions) is worked out once and the stored thicknesses are interpolated for all of
+        them in one step: what a thickness scan needs (``tests/sim/test_cbed_fast.py`` checks
+        the two agree).
+
+        Parameters
+        ----------
+        descriptors : mapping of str to float
+            ``exx, eyy, exy, tilt_x_mrad, tilt_y_mrad`` of the crystal (``thickness_nm`` is
+            ignored).
+        thickness_nm : ndarray
+            ``(T,)`` thicknesses, inside the library's range.
+        centre_px : (float, float), optional
+            The optical axis (x, y) in pixels, instead of the detector's.
+        """
+        strain = np.array([[float(descriptors[k]) for k in ("exx", "eyy", "exy")]])
+        tilt = np.array([[float(descriptors["tilt_x_mrad"]), float(descriptors["tilt_y_mrad"])]])
+        thickness = np.atleast_1d(np.asarray(thickness_nm, dtype=np.float64))
+        self._check(thickness, np.repeat(tilt, len(thickness), axis=0))
+        volume = self.volume_for(
+            tuple(int(v) for v in self.contents.voxels(strain)[0])
+            if self.contents is not None
+            else (0, 0, 0)
+        )[:, 0]  # (G, T_stored, K, K)
+        rows, cols = self.detector.shape
+        prow, pcol = self.padded_shape
+        disk_px = self.disk_centres_px(strain, centre_px)[0]  # (G, 2)
+        origin = torch.round(disk_px)
+        q = (self.offsets_f + (origin - disk_px).to(torch.float32)[:, None, :]).mul_(self.pixel)
+        weight = self._aperture_area(q).mul_(self.per_pixel)  # (G, M)
+        k_lo, k_hi = float(self.library.k_mrad[0]), float(self.library.k_mrad[-1])
+        shift = torch.as_tensor(tilt[0], dtype=torch.float32) + k_lo
+        grid = q.sub_(shift).mul_(2.0 / (k_hi - k_lo)).sub_(1.0)[:, :, None, :]  # (G, M, 1, 2)
+        stored = torch.nn.functional.grid_sample(
+            volume, grid, mode="bilinear", padding_mode="border", align_corners=True
+        )[..., 0]  # (G, T_stored, M): every stored thickness at each pixel
+        # the padded frame's pixels each disk pixel lands on, then those inside the frame
+        corner = origin.to(torch.int64) + self.pad
+        corner[..., 0].clamp_(0, pcol - 1)
+        corner[..., 1].clamp_(0, prow - 1)
+        index = ((corner[..., 1] * pcol + corner[..., 0])[:, None] + self.offset_index).reshape(-1)
+        row, col = index // pcol - self.pad, index % pcol - self.pad
+        inside = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+        pixels, slot = torch.unique(row[inside] * cols + col[inside], return_inverse=True)
+        stored = (stored * weight[:, None, :]).permute(1, 0, 2).reshape(volume.shape[1], -1)
+        on_pixels = torch.zeros((volume.shape[1], len(pixels)), dtype=torch.float32)
+        on_pixels.index_add_(1, slot, stored[:, inside])
+        # the stored thicknesses are evenly spaced from the range's low end to its high end
+        stored_nm = np.linspace(*self.thickness_range, volume.shape[1])
+        series = ThicknessSeries(pixels, on_pixels, stored_nm, (rows, cols), on_pixels, stored_nm)
+        return series.at(thickness)
 
     def _aperture_area(self, q: torch.Tensor) -> torch.Tensor:
         """Fraction of each pixel (centre ``q`` in mrad from the disk centre) inside the disk."""

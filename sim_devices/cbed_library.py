@@ -268,12 +268,20 @@ def _packaged_dir() -> Path:
     return Path(__file__).parent / "data"
 
 
-def load_or_build(spec: LibrarySpec, *, progress: bool = True) -> BeamLibrary:
-    """Return the library for ``spec``: shipped, cached, or built now and cached."""
+def stored_library(spec: LibrarySpec) -> Path | None:
+    """Where the library for ``spec`` is kept (shipped or cached), or None if it is not built."""
     for folder in (_packaged_dir(), cache_dir()):
         path = folder / spec.filename()
         if path.is_file():
-            return BeamLibrary.load(path)
+            return path
+    return None
+
+
+def load_or_build(spec: LibrarySpec, *, progress: bool = True) -> BeamLibrary:
+    """Return the library for ``spec``: shipped, cached, or built now and cached."""
+    path = stored_library(spec)
+    if path is not None:
+        return BeamLibrary.load(path)
     if progress:
         print(
             f"building CBED beam library {spec.filename()} (one-off, a few minutes)...", flush=True

@@ -10,10 +10,17 @@ inserts a ``descriptors`` stream of its own into the run:
   read from the file (h5py, SWMR) when their batch is due and run through
   :class:`~stem_loop.inference.Predictor` on a worker thread, so the RunEngine is never
   blocked by the network while a scan runs and memory stays bounded;
+* frames whose thickness the networks read with a sigma above ``refine_thickness_above``
+  (2 nm by default; on the held-out exact set, the few whose reading can be far off) get their
+  thickness refined by the fast forward model
+  (:func:`~stem_loop.inference.refine.refine_doubtful`, unstrained contents, 20 to 60 ms a
+  frame on a CPU) before they are published;
 * each batch becomes an ``event_page`` of stream ``descriptors`` (composed with
   ``event_model``) holding, per frame, the six descriptors, their ``<name>_std``, ``ood``,
-  ``reason``, ``frame_seq_num`` (the frame's ``seq_num`` in its own stream, also used as the
-  event's ``seq_num``) and the probe position ``x_nm``, ``y_nm``;
+  ``reason``, ``thickness_refined`` (whether ``thickness_nm`` is the refiner's),
+  ``thickness_network_nm`` (the networks' reading), ``frame_seq_num`` (the frame's ``seq_num``
+  in its own stream, also used as the event's ``seq_num``) and the probe position ``x_nm``,
+  ``y_nm``;
 * on ``stop`` the agent flushes what is left, sends the last pages and only then forwards the
   ``stop`` document (with ``num_events["descriptors"]`` added).
 
@@ -50,6 +57,7 @@ import numpy as np
 from event_model import compose_descriptor
 
 from sim_devices.sample import DESCRIPTOR_NAMES  # the contract's names, the network's order
+from stem_loop.inference.refine import DOUBTFUL_STD_NM
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +101,11 @@ class DescriptorBatch:
         ``(N,)`` bool: no descriptors for this frame (out of distribution or failed).
     reason : list of str
         Why each flagged frame was flagged ("" when not).
+    thickness_refined : ndarray
+        ``(N,)`` bool: ``values["thickness_nm"]`` (and its sigma) come from the thickness
+        refiner, not the networks.
+    thickness_network_nm : ndarray
+        ``(N,)`` the networks' thickness reading.
     """
 
     run_uid: str
@@ -103,6 +116,15 @@ class DescriptorBatch:
     std: dict[str, np.ndarray]
     ood: np.ndarray
     reason: list[str]
+    thickness_refined: np.ndarray | None = None
+    thickness_network_nm: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.seq_num)
+        if self.thickness_refined is None:
+            self.thickness_refined = np.zeros(n, dtype=bool)
+        if self.thickness_network_nm is None:
+            self.thickness_network_nm = np.array(self.values["thickness_nm"], dtype=float)
 
     def __len__(self) -> int:
         return len(self.seq_num)
@@ -114,33 +136,33 @@ class DescriptorBatch:
         out.update({f"{k}_std": v for k, v in self.std.items()})
         out["ood"] = self.ood
         out["reason"] = np.asarray(self.reason, dtype=str)
+        out["thickness_refined"] = self.thickness_refined
+        out["thickness_network_nm"] = self.thickness_network_nm
         return out
 
 
 def descriptor_data_keys() -> dict[str, dict[str, Any]]:
     """Event-model data keys of the ``descriptors`` stream."""
 
-    def number(units: str = "") -> dict[str, Any]:
-        key: dict[str, Any] = {"dtype": "number", "shape": [], "source": "inference"}
-        key["dtype_numpy"] = "<f8"
+    def key(dtype: str, dtype_numpy: str | None, units: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {"dtype": dtype, "shape": [], "source": "inference"}
+        if dtype_numpy:
+            out["dtype_numpy"] = dtype_numpy
         if units:
-            key["units"] = units
-        return key
+            out["units"] = units
+        return out
 
     keys: dict[str, dict[str, Any]] = {}
     for name in DESCRIPTOR_NAMES:
-        keys[name] = number(UNITS[name])
-        keys[f"{name}_std"] = number(UNITS[name])
-    keys["ood"] = {"dtype": "boolean", "shape": [], "source": "inference", "dtype_numpy": "|b1"}
-    keys["reason"] = {"dtype": "string", "shape": [], "source": "inference"}
-    keys["frame_seq_num"] = {
-        "dtype": "integer",
-        "shape": [],
-        "source": "inference",
-        "dtype_numpy": "<i8",
-    }
-    keys["x_nm"] = number("nm")
-    keys["y_nm"] = number("nm")
+        keys[name] = key("number", "<f8", UNITS[name])
+        keys[f"{name}_std"] = key("number", "<f8", UNITS[name])
+    keys["ood"] = key("boolean", "|b1")
+    keys["reason"] = key("string", None)
+    keys["thickness_refined"] = key("boolean", "|b1")
+    keys["thickness_network_nm"] = key("number", "<f8", "nm")
+    keys["frame_seq_num"] = key("integer", "<i8")
+    keys["x_nm"] = key("number", "<f8", "nm")
+    keys["y_nm"] = key("number", "<f8", "nm")
     return keys
 
 
@@ -298,6 +320,11 @@ class InferenceAgent:
     position_wait_s : float
         Longest wait for a frame's probe position (its StreamDatum or event) before the frame is
         published with NaN positions.
+    refine_thickness_above : float or None
+        Networks' thickness sigma (nm) above which a frame's thickness is refined by the fast
+        model before it is published (0: every frame; None: never). Needs the beam library of
+        the run's conditions already built (the agent never builds one); without it, or if the
+        refiner fails, the networks' reading is published and the cause logged.
     """
 
     def __init__(
@@ -316,7 +343,12 @@ class InferenceAgent:
         stop_timeout_s: float = 600.0,
         position_wait_s: float = 2.0,
         workers: int = 1,
+        refine_thickness_above: float | None = DOUBTFUL_STD_NM,
     ) -> None:
+        if refine_thickness_above is not None and not refine_thickness_above >= 0:
+            raise ValueError(
+                f"refine_thickness_above must be >= 0 nm or None, got {refine_thickness_above}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not max_latency_s >= 0:
@@ -335,6 +367,11 @@ class InferenceAgent:
         self.background = background
         self.stop_timeout_s = float(stop_timeout_s)
         self.position_wait_s = max(float(position_wait_s), self.max_latency_s)
+        self.refine_thickness_above = refine_thickness_above
+        #: Frames whose thickness was refined (all runs).
+        self.frames_refined = 0
+        self._refiners: dict[Any, Any] = {}  # conditions -> ThicknessRefiner, or None if none
+        self._refiner_lock = threading.Lock()
         #: Frames published so far (all runs) and how many of them could not be inferred.
         self.frames_published = 0
         self.frames_failed = 0
@@ -647,15 +684,73 @@ class InferenceAgent:
                 self._predictor_error = f"no model: {err}"
         return self.predictor
 
+    def _refiner(self, conditions: Any) -> Any:
+        """The thickness refiner for these conditions, or None where there is no beam library
+        (the agent never builds one: that takes minutes) or it cannot be made (logged once)."""
+        with self._refiner_lock:
+            if conditions in self._refiners:
+                return self._refiners[conditions]
+            refiner = None
+            try:
+                from sim_devices.cbed_library import LibrarySpec, stored_library
+                from stem_loop.inference.refine import ThicknessRefiner
+
+                spec = LibrarySpec(
+                    material=conditions.material,
+                    zone_axis=conditions.zone_axis,
+                    voltage_kv=conditions.voltage_kv,
+                )
+                if stored_library(spec) is None:
+                    logger.warning(
+                        "inference agent: no beam library %s, thickness not refined (build it: "
+                        "python -m sim_devices build-library --material %s --zone-axis %s "
+                        "--voltage-kv %g)",
+                        spec.filename(),
+                        spec.material,
+                        spec.zone_axis,
+                        spec.voltage_kv,
+                    )
+                else:
+                    refiner = ThicknessRefiner(conditions, contents="unstrained")
+            except Exception as err:
+                logger.warning("inference agent: no thickness refiner for %s: %s", conditions, err)
+            self._refiners[conditions] = refiner
+            return refiner
+
+    def _refine(self, frames: np.ndarray, prediction: Any, conditions: Any) -> tuple[Any, Any]:
+        """The prediction with doubtful thicknesses refined, and which; the networks' reading
+        where refinement is off, impossible or fails."""
+        none = np.zeros(len(prediction), dtype=bool)
+        if self.refine_thickness_above is None:
+            return prediction, none
+        doubtful = ~prediction.ood & ~(
+            prediction.std["thickness_nm"] <= self.refine_thickness_above
+        )
+        if not doubtful.any():
+            return prediction, none
+        refiner = self._refiner(conditions)
+        if refiner is None:
+            return prediction, none
+        try:
+            from stem_loop.inference.refine import refine_doubtful
+
+            return refine_doubtful(refiner, frames, prediction, self.refine_thickness_above)
+        except Exception:
+            logger.exception("inference agent: thickness refinement failed; networks' kept")
+            return prediction, none
+
     def _infer(
         self, run: _Run, chunks: list[_Chunk]
-    ) -> tuple[dict, dict, np.ndarray, list[str], int]:
-        """Descriptors of the chunks' frames; failures are NaN, ood and counted."""
+    ) -> tuple[dict, dict, np.ndarray, list[str], int, np.ndarray, np.ndarray]:
+        """Descriptors of the chunks' frames, which thicknesses were refined and the networks'
+        thickness; failures are NaN, ood and counted."""
         n = sum(len(c.seq_num) for c in chunks)
         values = {k: np.full(n, np.nan) for k in DESCRIPTOR_NAMES}
         std = {k: np.full(n, np.nan) for k in DESCRIPTOR_NAMES}
         ood = np.ones(n, dtype=bool)
         reason = [""] * n
+        refined = np.zeros(n, dtype=bool)
+        network_nm = np.full(n, np.nan)
         spans, lo = [], 0
         for chunk in chunks:
             spans.append((lo, lo + len(chunk.seq_num), chunk))
@@ -666,7 +761,7 @@ class InferenceAgent:
                 reason[a:b] = [c.error] * (b - a)
         failed = n - sum(b - a for a, b, _ in good)
         if not good:
-            return values, std, ood, reason, failed
+            return values, std, ood, reason, failed, refined, network_nm
         index = np.concatenate([np.arange(a, b) for a, b, _ in good])
         failure = ""
         predictor = self._load_predictor()
@@ -681,6 +776,8 @@ class InferenceAgent:
                 for _, _, c in good:
                     c.frames = None  # the batch holds them now
                 prediction = predictor.predict(frames, run.conditions)
+                network_nm[index] = prediction.values["thickness_nm"]
+                prediction, refined[index] = self._refine(frames, prediction, run.conditions)
                 for k in DESCRIPTOR_NAMES:
                     values[k][index] = prediction.values[k]
                     std[k][index] = prediction.std[k]
@@ -694,7 +791,8 @@ class InferenceAgent:
             for i in index.tolist():
                 reason[i] = failure
             failed += len(index)
-        return values, std, ood, reason, failed
+            refined[index] = False
+        return values, std, ood, reason, failed, refined, network_nm
 
     def _publish(self, uid: str, run: _Run, chunks: list[_Chunk]) -> None:
         """Infer a batch (here, or on the pool) and emit it once it and those before it are done."""
@@ -724,7 +822,7 @@ class InferenceAgent:
             emitted += 1
 
     def _emit(self, uid: str, run: _Run, chunks: list[_Chunk], result: tuple) -> None:
-        values, std, ood, reason, failed = result
+        values, std, ood, reason, failed, refined, network_nm = result
         seq = np.concatenate([c.seq_num for c in chunks]).astype(np.int64)
         descs = [c.descriptor for c in chunks for _ in range(len(c.seq_num))]
         xy = np.array(
@@ -734,8 +832,11 @@ class InferenceAgent:
             ],
             dtype=float,
         ).reshape(-1, 2)
-        batch = DescriptorBatch(uid, seq, xy[:, 0], xy[:, 1], values, std, ood, reason)
+        batch = DescriptorBatch(
+            uid, seq, xy[:, 0], xy[:, 1], values, std, ood, reason, refined, network_nm
+        )
         self.frames_published += len(batch)
+        self.frames_refined += int(refined.sum())
         self.frames_failed += failed
         with self._emit_lock:
             if not run.closed:
@@ -764,6 +865,7 @@ class InferenceAgent:
             for k, v in batch.as_dict().items()
         }
         data["ood"] = [bool(v) for v in batch.ood]
+        data["thickness_refined"] = [bool(v) for v in batch.thickness_refined]
         data["reason"] = list(batch.reason)
         timestamps = {k: [now] * len(batch) for k in data}
         seq_num = batch.seq_num.tolist()

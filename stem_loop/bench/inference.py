@@ -7,7 +7,11 @@ Run ``stem-loop bench inference --help``. Figures printed, on this machine's CPU
 * ``end_to_end``: frames read from an HDF5 file (uint16, chunked as the detector writes them)
   + front end + network, in batches, i.e. ``Predictor.predict`` on what was read;
 * ``agent``: the same file through :class:`~stem_loop.agents.inference.InferenceAgent`
-  (StreamResource/StreamDatum documents in, ``descriptors`` event pages out).
+  (StreamResource/StreamDatum documents in, ``descriptors`` event pages out), with the live
+  thickness refinement of the frames whose networks' sigma exceeds
+  ``--refine-thickness-above`` (the fraction refined is printed);
+* ``refiner``: the thickness refiner alone (:class:`~stem_loop.inference.refine.ThicknessRefiner`,
+  unstrained contents) on every frame, what refining all of them would cost.
 
 With a CUDA device (never required; ``--device``) a :class:`~stem_loop.inference.Predictor` on
 that device is measured as well, in batches of ``--device-batch`` frames: the front end and the
@@ -125,7 +129,14 @@ def _batches(n: int, batch: int) -> list[slice]:
 
 
 def _cpu_figures(
-    predictor, frames, conditions, path: Path, batch: int, repeats: int, workers: int = 1
+    predictor,
+    frames,
+    conditions,
+    path: Path,
+    batch: int,
+    repeats: int,
+    workers: int = 1,
+    refine_above: float | None = None,
 ) -> dict:
     import h5py
 
@@ -158,19 +169,59 @@ def _cpu_figures(
                 dataset[s]
 
     read_s = timed("read_hdf5", read_only)
-    agent_s = timed("agent", lambda: _through_agent(predictor, conditions, path, n, batch, workers))
+    refined: list[int] = []
+    agent_s = timed(
+        "agent",
+        lambda: refined.append(
+            _through_agent(predictor, conditions, path, n, batch, workers, refine_above)
+        ),
+    )
+    refiner_s, refiner_n = _refiner_alone(predictor, frames, conditions, repeats)
+    per_cpu_s["refiner"] = _rate(refiner_n, _LAST_CPU_S[0]) if refiner_n else float("nan")
     return {
         "read_hdf5": _rate(n, read_s),
         "front_end": _rate(n, front_s),
         "network": _rate(n, network_s),
         "end_to_end": _rate(n, end_s),
         "agent": _rate(n, agent_s),
+        "agent_thickness_refined_fraction": refined[-1] / n,
+        "refiner": _rate(refiner_n, refiner_s) if refiner_n else float("nan"),
         "per_cpu_second": per_cpu_s,
     }
 
 
-def _through_agent(predictor, conditions, path: Path, n: int, batch: int, workers: int = 1) -> None:
-    """Feed the file to an InferenceAgent as a run's documents (no positions).
+#: Frames the refiner-alone figure refines (it runs at tens of frames/s on a CPU).
+REFINER_FRAMES = 64
+
+
+def _refiner_alone(predictor, frames, conditions, repeats: int) -> tuple[float, int]:
+    """Best wall time to refine the thickness of the first frames, and how many (none where
+    the conditions' beam library is not built: building it takes minutes)."""
+    from sim_devices.cbed_library import LibrarySpec, stored_library
+    from stem_loop.inference.refine import ThicknessRefiner
+
+    spec = LibrarySpec(conditions.material, conditions.zone_axis, conditions.voltage_kv)
+    if stored_library(spec) is None:
+        return float("nan"), 0
+
+    part = frames[:REFINER_FRAMES]
+    reading = predictor.predict(part, conditions)
+    refiner = ThicknessRefiner(conditions, contents="unstrained")
+    refiner.refine(part[:1], predictor.predict(part[:1], conditions))  # warm-up
+    return _best_of(repeats, lambda: refiner.refine(part, reading)), len(part)
+
+
+def _through_agent(
+    predictor,
+    conditions,
+    path: Path,
+    n: int,
+    batch: int,
+    workers: int = 1,
+    refine_above: float | None = None,
+) -> int:
+    """Feed the file to an InferenceAgent as a run's documents (no positions); return how many
+    frames had their thickness refined.
 
     One worker: inline, in the callback. More: on the agent's threads (the stop waits).
     """
@@ -192,6 +243,7 @@ def _through_agent(predictor, conditions, path: Path, n: int, batch: int, worker
         background=workers > 1,
         workers=workers,
         max_latency_s=0.0,
+        refine_thickness_above=refine_above,
     )
     run = compose_run()
     agent("start", run.start_doc)
@@ -222,6 +274,7 @@ def _through_agent(predictor, conditions, path: Path, n: int, batch: int, worker
     agent.close()
     if sum(pages) != n:
         raise RuntimeError(f"the agent published {sum(pages)} of {n} frames")
+    return agent.frames_refined
 
 
 def _network_pass(model, inputs) -> None:
@@ -307,6 +360,7 @@ def _device_figures(
         stages["end_to_end"] = lambda: _read_ahead_and_predict(
             predictor, conditions, path, n, batch
         )
+        # without the live thickness refinement: it runs on the CPU (see the CPU figures)
         stages["agent"] = lambda: _through_agent(predictor, conditions, path, n, batch, workers)
     for stage, function in stages.items():
         function()  # warm-up: kernels, cuDNN plans, allocator
@@ -374,6 +428,8 @@ def run_inference_bench(
     accuracy: bool = True,
     doses: tuple[float, ...] | None = None,
     refine_thickness: bool = False,
+    refine_thickness_above: float | None = None,
+    live_refinement: bool = True,
     seed: int = 0,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -408,8 +464,13 @@ def run_inference_bench(
     doses : tuple of float, optional
         Doses of the accuracy report (default: the report's own).
     refine_thickness : bool
-        Add the held-out thickness refined by the fast model
-        (:class:`stem_loop.inference.refine.ThicknessRefiner`; offline, slow).
+        Add the held-out thickness of every frame refined by the fast model
+        (:class:`stem_loop.inference.refine.ThicknessRefiner`, unstrained contents; seconds).
+    refine_thickness_above : float, optional
+        The agent's live refinement threshold (its ``refine_thickness_above``; default: the
+        agent's default, :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
+    live_refinement : bool
+        ``False``: the agent publishes the networks' thickness only.
     seed : int
         Seed of the simulated frames.
     verbose : bool
@@ -419,15 +480,21 @@ def run_inference_bench(
     -------
     dict
         ``cpu`` (frames/s: ``read_hdf5``, ``front_end``, ``network``, ``end_to_end``,
-        ``agent``; and the same per CPU-second of this process in ``per_cpu_second``; None
-        when skipped), ``gpu`` (see :func:`_device_figures`; None without a device),
-        ``accuracy`` (the report's ``rows``, or None), and the settings and machine load they
-        were measured under.
+        ``agent``, ``refiner``; and the same per CPU-second of this process in
+        ``per_cpu_second``; ``agent_thickness_refined_fraction``; None when skipped),
+        ``gpu`` (see :func:`_device_figures`; None without a device), ``accuracy`` (the
+        report's ``rows``, or None), and the settings and machine load they were measured
+        under.
     """
     import torch
 
     from stem_loop.inference import Predictor
+    from stem_loop.inference.refine import DOUBTFUL_STD_NM
 
+    if not live_refinement:
+        refine_thickness_above = None
+    elif refine_thickness_above is None:
+        refine_thickness_above = DOUBTFUL_STD_NM
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
     if threads is not None:
@@ -444,7 +511,16 @@ def run_inference_bench(
     with tempfile.TemporaryDirectory(prefix="stem-loop-bench-") as tmp:
         path = write_frames(Path(tmp) / "frames.h5", data)
         if cpu:
-            cpu_figures = _cpu_figures(predictor, data, conditions, path, batch, repeats, workers)
+            cpu_figures = _cpu_figures(
+                predictor,
+                data,
+                conditions,
+                path,
+                batch,
+                repeats,
+                workers,
+                refine_thickness_above,
+            )
         if gpu and _has_device(device):
             gpu_figures = _device_figures(
                 data, conditions, min(device_batch, frames), repeats, device, path, workers
@@ -454,6 +530,7 @@ def run_inference_bench(
         "frame_shape": list(data.shape[1:]),
         "batch": batch,
         "agent_workers": workers,
+        "refine_thickness_above": refine_thickness_above,
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get(OMP_ENV, "").lower() or "default (active)",
         "cpu_count": os.cpu_count(),
@@ -501,12 +578,19 @@ def _text(result: dict[str, Any]) -> str:
         "network": "network alone",
         "end_to_end": "end to end (read + front end + network)",
         "agent": f"inference agent, {result['agent_workers']} worker(s) (documents in, pages out)",
+        "refiner": "thickness refiner alone, every frame (unstrained contents)",
     }
     if result["cpu"]:
         lines.append(f"  {'':<61}{'frames/s':>10}{'frames/CPU-s':>14}")
         per_cpu = result["cpu"]["per_cpu_second"]
         for key, label in names.items():
             lines.append(f"  CPU  {label:<56}{result['cpu'][key]:>10.0f}{per_cpu[key]:>14.0f}")
+        above = result["refine_thickness_above"]
+        lines.append(
+            f"  (agent: thickness refined live for "
+            f"{100 * result['cpu']['agent_thickness_refined_fraction']:.1f}% of frames, "
+            + ("off)" if above is None else f"those with the networks' sigma > {above:g} nm)")
+        )
         lines.append(
             "  (frames/CPU-s: frames per second of this process's CPU time, all threads; "
             "less sensitive to other jobs' load than wall-clock frames/s)"
@@ -521,6 +605,7 @@ def _text(result: dict[str, Any]) -> str:
             "end_to_end": "end to end (HDF5 read a batch ahead + the above)",
             "agent": names["agent"],
         }
+        device_names["agent"] += ", no live refinement"
         for key, label in device_names.items():
             if key in gpu:
                 lines.append(f"  GPU  {label:<56}{gpu[key]:>10.0f}")
@@ -575,8 +660,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--refine-thickness",
         action="store_true",
-        help="add the held-out thickness refined by the fast model (offline: one strained-cell "
-        "multislice per content cell, up to an hour on 2 cores)",
+        help="add the held-out thickness of every frame refined by the fast model (seconds)",
+    )
+    parser.add_argument(
+        "--refine-thickness-above",
+        type=float,
+        default=None,
+        metavar="NM",
+        help="the agent refines the thickness of frames whose networks' sigma exceeds this "
+        "(default: the agent's, 2 nm; 0: every frame)",
+    )
+    parser.add_argument(
+        "--no-live-refinement",
+        action="store_true",
+        help="the agent publishes the networks' thickness only",
     )
     parser.add_argument(
         "--omp-wait-policy",
@@ -596,6 +693,8 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.refine_thickness_above is not None and not args.refine_thickness_above >= 0:
+        parser.error("--refine-thickness-above must be >= 0 nm")
     if args.frames_file is not None and not args.frames_file.is_file():
         parser.error(f"--frames-file {args.frames_file}: no such file")
     doses = None
@@ -619,6 +718,8 @@ def main(argv: list[str] | None = None) -> None:
         accuracy=not args.no_accuracy,
         doses=doses,
         refine_thickness=args.refine_thickness,
+        refine_thickness_above=args.refine_thickness_above,
+        live_refinement=not args.no_live_refinement,
         seed=args.seed,
     )
     if args.json:

@@ -1,9 +1,12 @@
 """``stem-loop predict``: simulate frames on a sample and read their descriptors with the network.
 
 Frames are simulated at random (seeded) positions with the microscope's default (fast) forward
-model and counting noise, then run through the shipped network. ``P.npz`` holds ``x_nm``,
-``y_nm``, one array per descriptor name and ``<name>_std``, ``ood`` and ``reason``, and the
-sample's true descriptors as ``true_<name>``.
+model and counting noise, then run through the shipped network; as in the live agent, the
+frames whose thickness the networks read with a sigma above ``--refine-thickness-above`` (2 nm)
+get it refined by the fast model (:func:`stem_loop.inference.refine.refine_doubtful`).
+``P.npz`` holds ``x_nm``, ``y_nm``, one array per descriptor name and ``<name>_std``, ``ood``,
+``reason``, ``thickness_refined`` and ``thickness_network_nm``, and the sample's true
+descriptors as ``true_<name>``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="E",
         help="electrons per frame (default: the microscope's default dose)",
     )
+    parser.add_argument(
+        "--refine-thickness-above",
+        type=float,
+        default=None,
+        metavar="NM",
+        help="refine the thickness of frames whose networks' sigma exceeds this, as the live "
+        "agent does (default: the agent's, 2 nm; 0: every frame)",
+    )
+    parser.add_argument("--no-refinement", action="store_true", help="the networks' thickness only")
     parser.add_argument("--out", type=Path, required=True, metavar="P.npz", help="output .npz")
     add_json_option(parser)
     parser.set_defaults(func=run)
@@ -97,7 +109,13 @@ def _errors(values, std, truth, ood) -> tuple[dict[str, float], dict[str, float]
 
 
 def predict_sample(
-    sample: Any, positions: int, *, seed: int = 0, dose: float | None = None
+    sample: Any,
+    positions: int,
+    *,
+    seed: int = 0,
+    dose: float | None = None,
+    refine_thickness_above: float | None = None,
+    refinement: bool = True,
 ) -> dict[str, Any]:
     """Simulate frames at random positions of ``sample`` and predict their descriptors.
 
@@ -111,6 +129,11 @@ def predict_sample(
         Seed of the positions and the counting noise.
     dose : float, optional
         Electrons per frame (default: the microscope's default dose).
+    refine_thickness_above : float, optional
+        Networks' thickness sigma (nm) above which the thickness is refined by the fast model
+        (default :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
+    refinement : bool
+        ``False``: the networks' thickness only.
 
     Returns
     -------
@@ -124,6 +147,7 @@ def predict_sample(
     from sim_devices import Microscope
     from sim_devices.optics import Detector
     from stem_loop.inference import BeamConditions, Predictor
+    from stem_loop.inference.refine import DOUBTFUL_STD_NM, ThicknessRefiner, refine_doubtful
 
     detector = Detector() if dose is None else dataclasses.replace(Detector(), dose=dose)
     microscope = Microscope(sample, detector=detector, forward="fast", seed=seed)
@@ -139,15 +163,23 @@ def predict_sample(
     simulate_s = time.perf_counter() - started
     truth = microscope.descriptors_at(x, y)
     predictor.predict(frames[:1], conditions)  # warm-up: caches and lazy initialisation
+    threshold = refine_thickness_above if refine_thickness_above is not None else DOUBTFUL_STD_NM
+    refiner = ThicknessRefiner(conditions, contents="unstrained") if refinement else None
     started = time.perf_counter()
-    prediction = predictor.predict(frames, conditions)
+    network = predictor.predict(frames, conditions)
     predict_s = time.perf_counter() - started
+    prediction, refined = network, np.zeros(positions, dtype=bool)
+    if refiner is not None:
+        prediction, refined = refine_doubtful(refiner, frames, network, threshold)
+    refine_s = time.perf_counter() - started - predict_s
     rms, coverage = _errors(prediction.values, prediction.std, truth, prediction.ood)
     arrays: dict[str, np.ndarray] = {"x_nm": x, "y_nm": y}
     arrays.update(prediction.values)
     arrays.update({f"{k}_std": v for k, v in prediction.std.items()})
     arrays["ood"] = prediction.ood
     arrays["reason"] = np.asarray(prediction.reason, dtype=str)
+    arrays["thickness_refined"] = refined
+    arrays["thickness_network_nm"] = network.values["thickness_nm"]
     arrays.update({f"true_{k}": np.asarray(v, float) for k, v in truth.items()})
     summary = {
         "sample": getattr(sample, "name", None),
@@ -160,6 +192,9 @@ def predict_sample(
         "simulate_s": round(simulate_s, 3),
         "predict_s": round(predict_s, 3),
         "frames_per_s": round(positions / predict_s, 1) if predict_s > 0 else math.inf,
+        "refine_thickness_above": threshold if refiner is not None else None,
+        "thickness_refined": int(refined.sum()),
+        "refine_s": round(refine_s, 3),
         "ood": int(prediction.ood.sum()),
         "rms_error": rms,
         "coverage_1sigma": coverage,
@@ -173,6 +208,13 @@ def _text(summary: dict[str, Any], out: Path) -> str:
         f"{summary['dose']:.3g} e-/frame: simulated in {summary['simulate_s']:.2f} s, "
         f"predicted in {summary['predict_s']:.2f} s ({summary['frames_per_s']:.0f} frames/s)",
         f"out of distribution: {summary['ood']} of {summary['positions']}",
+        (
+            "thickness: the networks' reading (no refinement)"
+            if summary["refine_thickness_above"] is None
+            else f"thickness refined by the fast model for {summary['thickness_refined']} of "
+            f"{summary['positions']} frames (networks' sigma > "
+            f"{summary['refine_thickness_above']:g} nm) in {summary['refine_s']:.2f} s"
+        ),
         f"{'descriptor':<14}{'rms error':>12}{'within 1 sigma':>16}",
     ]
     for name, rms in summary["rms_error"].items():
@@ -196,10 +238,20 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--positions must be at least 1, got {args.positions}")
     if args.dose is not None and not (args.dose > 0 and math.isfinite(args.dose)):
         raise CommandError(f"--dose must be positive (electrons per frame), got {args.dose}")
+    above = args.refine_thickness_above
+    if above is not None and not (above >= 0 and math.isfinite(above)):
+        raise CommandError(f"--refine-thickness-above must be >= 0 nm, got {above}")
     out = _check_out(args.out)
     sample = _load_sample(args.sample)
     try:
-        result = predict_sample(sample, args.positions, seed=args.seed, dose=args.dose)
+        result = predict_sample(
+            sample,
+            args.positions,
+            seed=args.seed,
+            dose=args.dose,
+            refine_thickness_above=above,
+            refinement=not args.no_refinement,
+        )
     except (FileNotFoundError, ValueError) as err:  # no weights; a material the network lacks
         raise CommandError(str(err)) from None
     try:

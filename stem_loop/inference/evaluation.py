@@ -30,7 +30,13 @@ from sim_devices.sample import DESCRIPTOR_NAMES
 from .conditions import BeamConditions
 from .heldout import SHIPPED_HELDOUT, STORED_DOSE
 from .predictor import Prediction, Predictor
-from .refine import EDGE_SUBPIXELS, ThicknessRefiner, closest_fast_model
+from .refine import (
+    DOUBTFUL_STD_NM,
+    EDGE_SUBPIXELS,
+    ThicknessRefiner,
+    closest_fast_model,
+    refine_doubtful,
+)
 
 #: Doses of the dose sweep (electrons per frame).
 DOSES = (1e3, 1e4, 1e5)
@@ -60,6 +66,7 @@ def predict_heldout(
     values = {k: np.empty(n) for k in DESCRIPTOR_NAMES}
     stds = {k: np.empty(n) for k in DESCRIPTOR_NAMES}
     ood = np.zeros(n, dtype=bool)
+    origin = np.full((n, 2), np.nan)
     drawn = np.empty(heldout["counts"].shape, dtype=np.uint16)
     for run, (conditions, _) in enumerate(_run_conditions(heldout["meta"])):
         rows = np.flatnonzero(heldout["run_index"] == run)
@@ -71,25 +78,47 @@ def predict_heldout(
             values[k][rows] = p.values[k]
             stds[k][rows] = p.std[k]
         ood[rows] = p.ood
-    return dict(values=values, std=stds, ood=ood, counts=drawn)
+        origin[rows] = p.origin_px
+    return dict(values=values, std=stds, ood=ood, counts=drawn, origin_px=origin)
 
 
-def refine_heldout(heldout: dict, result: dict) -> np.ndarray:
-    """Thickness of every held-out pattern refined by the fast model
+def refine_heldout(
+    heldout: dict,
+    result: dict,
+    *,
+    contents: str = "unstrained",
+    threshold_nm: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Thickness of the held-out patterns refined by the fast model
     (:class:`~stem_loop.inference.refine.ThicknessRefiner`) from the draws and readings of
-    ``result`` (what :func:`predict_heldout` returns). Offline: one strained-cell multislice
-    per new content-strain grid point (15 to 60 s on 2 cores)."""
-    refined = np.full(len(heldout["run_index"]), np.nan)
+    ``result`` (what :func:`predict_heldout` returns): every pattern (``threshold_nm=0``) or
+    only those whose networks' sigma exceeds ``threshold_nm`` (what the live path does, see
+    :func:`~stem_loop.inference.refine.refine_doubtful`), the others keeping the networks'
+    reading. ``contents="multislice"`` renders the strained cells' contents (offline: 15 to
+    60 s per new content-strain grid point on 2 cores).
+
+    Returns
+    -------
+    dict
+        ``thickness_nm`` and ``std_nm`` ``(N,)`` and ``refined`` (bool, ``(N,)``).
+    """
+    n = len(heldout["run_index"])
+    out = dict(thickness_nm=np.full(n, np.nan), std_nm=np.full(n, np.nan))
+    out["refined"] = np.zeros(n, dtype=bool)
     for run, (conditions, _) in enumerate(_run_conditions(heldout["meta"])):
         rows = np.flatnonzero(heldout["run_index"] == run)
         reading = Prediction(
             values={k: v[rows] for k, v in result["values"].items()},
             std={k: v[rows] for k, v in result["std"].items()},
             ood=result["ood"][rows],
+            origin_px=None if result.get("origin_px") is None else result["origin_px"][rows],
         )
-        refiner = ThicknessRefiner(conditions)
-        refined[rows] = refiner.refine(result["counts"][rows], reading).thickness_nm
-    return refined
+        refiner = ThicknessRefiner(conditions, contents=contents)
+        new, refined = refine_doubtful(refiner, result["counts"][rows], reading, threshold_nm)
+        out["thickness_nm"][rows] = new.values["thickness_nm"]
+        out["std_nm"][rows] = new.std["thickness_nm"]
+        out["refined"][rows] = refined
+    return out
 
 
 #: Sub-pixels of the fast twin's disk edges (the pixel's area inside the aperture): those of
@@ -159,6 +188,8 @@ def report(
     seed: int = 0,
     shot_noise: bool = True,
     refine_thickness: bool = False,
+    live_threshold_nm: float | None = DOUBTFUL_STD_NM,
+    refine_contents: str = "unstrained",
 ) -> dict:
     """Accuracy per material and beam condition at 1e5 e/frame, and strain error vs dose.
 
@@ -169,9 +200,15 @@ def report(
         ``summary`` (overall rms errors and 1-sigma coverage at the highest dose),
         ``twin_summary`` (the rms errors on the fast twin at the highest dose) and ``text``
         (printable tables). ``shot_noise=False`` skips the bound and the twin (they need the
-        beam library of every held-out condition). ``refine_thickness=True`` adds
-        ``thickness_refined_nm_rms`` to every row and the summary: the thickness refined by
-        the fast model (:func:`refine_heldout`; offline, minutes to an hour on 2 cores).
+        beam library of every held-out condition).
+
+        ``live_threshold_nm`` adds ``thickness_live_nm_rms`` to every row and the summary:
+        the thickness the live path publishes, the networks' reading with the frames whose
+        sigma exceeds it refined by the fast model (:func:`refine_heldout`, unstrained
+        contents); the summary also gets its coverage and the fraction refined. ``None``
+        skips it. ``refine_thickness=True`` adds ``thickness_refined_nm_rms`` (every frame
+        refined, with ``refine_contents``: ``"multislice"`` takes minutes to an hour on 2
+        cores, ``"unstrained"`` seconds).
     """
     predictor = predictor or Predictor()
     heldout = heldout if heldout is not None else load_heldout()
@@ -191,13 +228,26 @@ def report(
 
     rows_out = []
     res = results[top]
-    refined = refine_heldout(heldout, res) if refine_thickness else None
+    thickness_steps = {}
+    if live_threshold_nm is not None:
+        thickness_steps["live"] = refine_heldout(heldout, res, threshold_nm=live_threshold_nm)
+    if refine_thickness:
+        thickness_steps["refined"] = refine_heldout(heldout, res, contents=refine_contents)
 
     def _refined_rms(rows: np.ndarray) -> dict:
-        if refined is None:
-            return {}
-        err = refined[rows] - truth["thickness_nm"][rows]
-        return {"thickness_refined_nm_rms": float(np.sqrt(np.nanmean(err**2)))}
+        out = {}
+        for step, got in thickness_steps.items():
+            err = got["thickness_nm"][rows] - truth["thickness_nm"][rows]
+            out[f"thickness_{step}_nm_rms"] = float(np.sqrt(np.nanmean(err**2)))
+        return out
+
+    def _refined_coverage() -> dict:
+        out = {}
+        for step, got in thickness_steps.items():
+            z = np.abs(got["thickness_nm"] - truth["thickness_nm"]) / got["std_nm"]
+            out[f"thickness_{step}_coverage_1sigma"] = float(np.mean(z[np.isfinite(z)] <= 1.0))
+            out[f"thickness_{step}_fraction_refined"] = float(np.mean(got["refined"]))
+        return out
 
     for label in dict.fromkeys(run_group):
         rows = np.flatnonzero(run_group == label)
@@ -231,7 +281,10 @@ def report(
         **{f"{k}_rms": _rms(res, everything, k) for k in DESCRIPTOR_NAMES},
         **{f"{k}_coverage_1sigma": coverage[k] for k in DESCRIPTOR_NAMES},
         **_refined_rms(everything),
+        **_refined_coverage(),
     )
+    if live_threshold_nm is not None:
+        summary["live_threshold_nm"] = float(live_threshold_nm)
     twin_summary = None
     if shot_noise:
         twin_res = predict_heldout(predictor, fast_twin(heldout), top, seed)
@@ -278,11 +331,21 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
         lines.append(
             "(fast twin: the same crystals rendered by the fast model, strained-cell contents)"
         )
-    if "thickness_refined_nm_rms" in s:
-        per = ", ".join(f"{r['condition']} {r['thickness_refined_nm_rms']:.2f}" for r in rows)
+    what = {
+        "live": lambda: (
+            f"thickness live (refined where the networks' sigma > {s['live_threshold_nm']:g} nm)"
+        ),
+        "refined": lambda: "thickness refined by the fast model (every frame)",
+    }
+    for step, label in what.items():
+        if f"thickness_{step}_nm_rms" not in s:
+            continue
+        per = ", ".join(f"{r['condition']} {r[f'thickness_{step}_nm_rms']:.2f}" for r in rows)
         lines.append(
-            f"thickness refined by the fast model: {s['thickness_refined_nm_rms']:.2f} nm "
-            f"(networks {s['thickness_nm_rms']:.2f}); {per}"
+            f"{label()}: {s[f'thickness_{step}_nm_rms']:.2f} nm (networks "
+            f"{s['thickness_nm_rms']:.2f}), 1-sigma covers "
+            f"{100 * s[f'thickness_{step}_coverage_1sigma']:.0f}%, "
+            f"{100 * s[f'thickness_{step}_fraction_refined']:.0f}% of frames refined; {per}"
         )
     cover = ", ".join(f"{k} {100 * s[f'{k}_coverage_1sigma']:.0f}%" for k in DESCRIPTOR_NAMES)
     lines.append(f"predicted 1-sigma covers: {cover}")

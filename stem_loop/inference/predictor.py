@@ -63,6 +63,9 @@ class Prediction:
         Why each flagged frame was flagged (empty string if not flagged).
     lattice_residual_px : ndarray
         ``(N,)`` rms distance of the registered disks from the fitted lattice.
+    origin_px : ndarray
+        ``(N, 2)`` the optical axis (x, y) in pixels the lattice fit found (the undiffracted
+        disk's centre), for what models the frame afterwards (the thickness refiner).
     """
 
     values: dict[str, np.ndarray]
@@ -70,6 +73,7 @@ class Prediction:
     ood: np.ndarray
     reason: list[str] = field(default_factory=list)
     lattice_residual_px: np.ndarray | None = None
+    origin_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ood)
@@ -156,10 +160,11 @@ class Predictor:
             std = std * self.sigma_scale
             checks = measure(self.checks, inputs, std)
             # one copy back per batch (on a GPU the transfers, not the kernels, set the pace)
-            results.append(torch.cat([value, std, checks], 1).cpu())
+            origin = inputs.fit.origin_px.to(value.dtype)
+            results.append(torch.cat([value, std, checks, origin], 1).cpu())
         out = torch.cat(results).numpy().astype(np.float64)
         k = len(OUTPUTS)
-        value, std, checks = out[:, :k], out[:, k : 2 * k], out[:, 2 * k :]
+        value, std, checks = out[:, :k], out[:, k : 2 * k], out[:, 2 * k : -2]
         why = reasons(self.checks, checks)
         ood = np.array([bool(r) for r in why], dtype=bool)
         value[ood] = np.nan
@@ -170,4 +175,5 @@ class Predictor:
             ood=ood,
             reason=why,
             lattice_residual_px=checks[:, self._residual_column].astype(np.float32),
+            origin_px=out[:, -2:],
         )

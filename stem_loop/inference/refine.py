@@ -7,16 +7,22 @@ shipped ensemble reads it at 44.5 nm. The counts themselves tell the two apart (
 deviance 6,400 between the two at 10^5 electrons).
 
 :class:`ThicknessRefiner` renders each frame with the fast model
-(:class:`sim_devices.cbed_fast.FastCBED`) over a grid of thicknesses, holding the strain and
-tilt the networks read and the optical axis the lattice fit found, with the disk contents of
-the strained cell (multislice, :mod:`sim_devices.cell_multislice`, on a content-strain grid)
-and pixel-integrated disk edges, and returns the thickness whose pattern explains the counts
-best: the least Poisson deviance, with the pattern scaled to the frame's total counts, so the
-dose need not be known. It is an offline step, not part of the live path: each new content
-cell costs about 15 to 60 s on 2 CPU cores (0.15 s on a GPU with ``content_device="cuda"``),
-each frame a scan of 151 renders (0.12 to 0.3 s once its cell is in memory). On the 96
-held-out exact patterns at 10^5 electrons it reads thickness to 0.49 nm rms, against 3.84 nm
-for the networks (the worst crystal, 80 nm: 79 nm refined, 44.5 nm read).
+(:class:`sim_devices.cbed_fast.FastCBED`, :meth:`~sim_devices.cbed_fast.FastCBED.thickness_series`:
+the disk geometry once, every thickness from the stored ones) over a grid of thicknesses,
+holding the strain and tilt the networks read and the optical axis the lattice fit found, with
+pixel-integrated disk edges, and returns the thickness whose pattern explains the counts best:
+the least Poisson deviance, with the pattern scaled to the frame's total counts, so the dose
+need not be known. The disk contents are the unstrained library's (no set-up cost; 15 ms a
+frame on 2 CPU cores for Si at 200 kV) or the strained cell's (multislice on a content-strain
+grid: closer to exact physics, but each new grid point costs 15 to 60 s on 2 CPU cores, 0.15 s
+on a GPU).
+
+:func:`refine_doubtful` is the live step (:class:`stem_loop.agents.inference.InferenceAgent`,
+``stem-loop predict``): only the frames whose networks' thickness sigma exceeds
+:data:`DOUBTFUL_STD_NM` are refined, with the unstrained contents. On the 96 held-out exact
+patterns at 10^5 electrons that is 5 % of the frames, and the thickness published is 1.16 nm
+rms (the networks alone: 3.84 nm; every frame refined: 0.57 nm unstrained, 0.49 nm with
+strained-cell contents).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sim_devices.cbed_fast import FastCBED
+from sim_devices.cbed_fast import FastCBED, ThicknessSeries
 from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
 from sim_devices.sample import DESCRIPTOR_NAMES
 
@@ -48,6 +54,7 @@ def closest_fast_model(
     *,
     content_step: float,
     content_device: str = "cpu",
+    strain_contents: bool = True,
 ) -> FastCBED:
     """The fast model closest to exact physics: the strained cell's disk contents (multislice,
     on a content-strain grid of ``content_step``) and pixel-integrated disk edges
@@ -57,11 +64,22 @@ def closest_fast_model(
         library,
         conditions.beam,
         conditions.detector(offset_px),
+        strain_contents=strain_contents,
         content_engine="multislice",
         content_step=content_step,
         content_device=content_device,
         edge_subpixels=EDGE_SUBPIXELS,
     )
+
+
+#: Disk contents the refiner can render: the strained cell's (multislice, one per new
+#: content-strain grid point, seconds to a minute each on a CPU) or the unstrained library's
+#: (no set-up cost).
+CONTENTS = ("multislice", "unstrained")
+
+
+#: How the refiner searches the thickness grid (see ThicknessRefiner).
+SEARCHES = ("coarse-to-fine", "full")
 
 
 @dataclass
@@ -71,28 +89,79 @@ class ThicknessRefinement:
     Attributes
     ----------
     thickness_nm : ndarray
-        ``(N,)`` thickness of the least deviance (NaN where the frame is out of distribution).
+        ``(N,)`` thickness of the least deviance, between grid points by a parabola through
+        the least one and its neighbours (NaN where the frame is out of distribution).
+    std_nm : ndarray
+        ``(N,)`` its 1-sigma uncertainty. Two parts in quadrature: the statistical one, from
+        the deviance's curvature (inflated by the overdispersion, the least deviance per pixel
+        the disks reach, where that exceeds 1), and the model's, taken as uniform within one
+        stored thickness step of the beam library (the contents are interpolated linearly
+        between stored thicknesses; the exact ones are not linear) and one grid step:
+        ``sqrt((stored_step**2 + step**2) / 12)``, about 0.57 nm. At 10^5 electrons the
+        second dominates.
     network_nm : ndarray
         ``(N,)`` the networks' reading, for comparison.
     deviance : ndarray
-        ``(N,)`` Poisson deviance of the counts at the refined thickness.
+        ``(N,)`` Poisson deviance of the counts at the grid thickness of least deviance.
     network_deviance : ndarray
         ``(N,)`` the same at the grid thickness nearest the networks' reading; the difference
         says how much better the refined thickness explains the frame.
     """
 
     thickness_nm: np.ndarray
+    std_nm: np.ndarray
     network_nm: np.ndarray
     deviance: np.ndarray
     network_deviance: np.ndarray
 
 
+#: Least expected count of a pixel in the deviance (patterns are zero outside the disks).
+FLOOR = 1e-3
+
+
 def poisson_deviance(counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """``2 sum(mu - n + n log(n / mu))`` of ``counts`` (pixels) against each row of ``expected``."""
     n = counts.astype(np.float64)
-    mu = np.maximum(expected, 1e-3)
+    mu = np.maximum(expected, FLOOR)
     log_term = np.where(n > 0, n * np.log(np.maximum(n, 1.0) / mu), 0.0)
     return 2.0 * (mu - n + log_term).sum(-1)
+
+
+def series_deviance(counts: np.ndarray, series: ThicknessSeries) -> np.ndarray:
+    """:func:`poisson_deviance` of one frame's ``counts`` against each pattern of ``series``,
+    scaled to the frame's total counts: the pixels the disks reach are compared one by one,
+    the rest (expected :data:`FLOOR` at every thickness) once."""
+    n = torch.as_tensor(counts.reshape(-1).astype(np.float64))
+    on = n[series.pixels]
+    values = series.values.to(torch.float64)
+    mu = (values * (n.sum() / values.sum(1, keepdim=True))).clamp_(min=FLOOR)
+    inside = (mu - on).sum(1) - (on * mu.log()).sum(1)
+    outside = (
+        FLOOR * (len(n) - len(on)) - (n.sum() - on.sum()) - np.log(FLOOR) * (n.sum() - on.sum())
+    )
+    positive = n[n > 0]
+    constant = (positive * positive.log()).sum()
+    return (2.0 * (inside + outside + constant)).numpy()
+
+
+def _least(
+    deviance: np.ndarray, grid: np.ndarray, dof: int, floor: float
+) -> tuple[float, float, int]:
+    """Thickness of least deviance (a parabola through the grid's least and its neighbours),
+    its 1-sigma (the curvature's, inflated by the overdispersion, and ``floor`` in
+    quadrature), and the grid index of the least."""
+    j = int(np.argmin(deviance))
+    if not 0 < j < len(grid) - 1:
+        return float(grid[j]), floor, j
+    step = float(grid[1] - grid[0])
+    left, mid, right = deviance[j - 1 : j + 2]
+    bend = left - 2 * mid + right
+    if not bend > 0:
+        return float(grid[j]), floor, j
+    shift = float(np.clip(0.5 * (left - right) / bend, -0.5, 0.5))
+    overdispersion = max(1.0, mid / max(dof, 1))
+    curvature_var = step**2 * 2.0 * overdispersion / bend
+    return float(grid[j] + shift * step), float(np.sqrt(curvature_var + floor**2)), j
 
 
 class ThicknessRefiner:
@@ -106,15 +175,25 @@ class ThicknessRefiner:
         Thicknesses scanned (default: the training range).
     step_nm : float
         Grid step of the scan.
+    contents : str
+        The disk contents rendered: ``"multislice"`` (the strained cell's, on a grid of
+        ``content_step``; the closest to exact physics) or ``"unstrained"`` (the library's; no
+        set-up cost, for live use).
     content_step : float
         Grid step of the content strain.
     content_device : str
         Where the strained-cell multislice runs (``"cuda"`` on a GPU machine).
+    search : str
+        ``"coarse-to-fine"`` (default): the deviance at the library's stored thicknesses first
+        (the contents are linear between them), then on the grid within two stored steps of the
+        least of those; about a third of the renders of ``"full"``, every grid thickness
+        (``tests/inference/test_refine.py`` checks the two agree).
 
     Raises
     ------
     ValueError
-        If the range or step make no grid, or the range leaves the beam library.
+        If the range or step make no grid, the range leaves the beam library, or the contents
+        or search are unknown.
     """
 
     def __init__(
@@ -123,8 +202,10 @@ class ThicknessRefiner:
         *,
         thickness_range_nm: tuple[float, float] = TrainingRanges().thickness_nm,
         step_nm: float = 0.5,
+        contents: str = "multislice",
         content_step: float = CONTENT_STEP,
         content_device: str = "cpu",
+        search: str = "coarse-to-fine",
     ) -> None:
         lo, hi = (float(t) for t in thickness_range_nm)
         if not (step_nm > 0 and 0 < lo < hi):
@@ -132,6 +213,8 @@ class ThicknessRefiner:
                 f"need 0 < low < high thickness and a positive step, got {thickness_range_nm} "
                 f"and {step_nm}"
             )
+        if contents not in CONTENTS:
+            raise ValueError(f"contents must be one of {CONTENTS}, got {contents!r}")
         self.conditions = conditions
         self.library = load_or_build(
             LibrarySpec(
@@ -147,23 +230,34 @@ class ThicknessRefiner:
                 f"{stored[0]:.1f}-{stored[-1]:.1f} nm"
             )
         self.thickness_nm = np.arange(lo, hi + step_nm / 2, step_nm)
-        self.content_step = content_step
-        self.content_device = content_device
-        self.front_end = Preprocessor(conditions)
-
-    def _model(self, origin_px: np.ndarray) -> FastCBED:
-        centre = (self.conditions.pixels - 1) / 2
-        offset = tuple(float(v) for v in np.round(origin_px - centre, 2))
-        return closest_fast_model(
+        stored_step = float(np.median(np.diff(stored)))
+        #: The model's part of each refined thickness's sigma (see ThicknessRefinement).
+        self.model_std_nm = float(np.sqrt((stored_step**2 + step_nm**2) / 12.0))
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        self.search = search
+        # coarse: the stored thicknesses in range (the contents are linear between them) and
+        # the ends; fine: the grid within two stored steps of the coarse least
+        inside = stored[(stored > lo) & (stored < hi)]
+        self._coarse = np.unique(np.concatenate([[lo], inside, [hi]]))
+        self._window_nm = 2.0 * stored_step
+        self.contents = contents
+        # one model for every frame: each frame's optical axis is passed at render time
+        self.model = closest_fast_model(
             self.library,
-            self.conditions,
-            offset,
-            content_step=self.content_step,
-            content_device=self.content_device,
+            conditions,
+            (0.0, 0.0),
+            content_step=content_step,
+            content_device=content_device,
+            strain_contents=contents == "multislice",
         )
+        self.front_end = Preprocessor(conditions)
 
     def refine(self, frames: np.ndarray, prediction: Prediction) -> ThicknessRefinement:
         """Refined thickness of each ``(N, rows, cols)`` frame (counts) read as ``prediction``.
+
+        The optical axis is the prediction's ``origin_px`` (the lattice fit's), else fitted
+        here.
 
         Raises
         ------
@@ -175,25 +269,106 @@ class ThicknessRefiner:
             frames = frames[None]
         if len(frames) != len(prediction):
             raise ValueError(f"{len(frames)} frames but a prediction of {len(prediction)}")
-        with torch.no_grad():
-            origins = self.front_end(frames).fit.origin_px.cpu().numpy()
+        origins = prediction.origin_px
+        if origins is None:
+            with torch.no_grad():
+                origins = self.front_end(frames).fit.origin_px.cpu().numpy()
         n = len(frames)
-        out = {k: np.full(n, np.nan) for k in ("best", "dev", "net_dev")}
+        out = {k: np.full(n, np.nan) for k in ("best", "std", "dev", "net_dev")}
         grid = self.thickness_nm
         for i in np.flatnonzero(~prediction.ood):
-            read = {k: np.full(len(grid), float(prediction.values[k][i])) for k in DESCRIPTOR_NAMES}
-            read["thickness_nm"] = grid
-            patterns = self._model(origins[i]).patterns(read).reshape(len(grid), -1)
-            counts = frames[i].reshape(-1)
-            expected = patterns * (counts.sum() / patterns.sum(1, keepdims=True))
-            deviance = poisson_deviance(counts, expected)
-            best = int(np.argmin(deviance))
-            nearest = int(np.argmin(np.abs(grid - prediction.values["thickness_nm"][i])))
-            out["best"][i], out["dev"][i] = grid[best], deviance[best]
-            out["net_dev"][i] = deviance[nearest]
+            read = {k: float(prediction.values[k][i]) for k in DESCRIPTOR_NAMES}
+            nearest = int(np.argmin(np.abs(grid - read["thickness_nm"])))
+            if self.search == "full":
+                series = self.model.thickness_series(read, grid, centre_px=tuple(origins[i]))
+                deviance = series_deviance(frames[i], series)
+                net_dev = deviance[nearest]
+            else:
+                series = self.model.thickness_series(
+                    read, self._coarse, centre_px=tuple(origins[i])
+                )
+                coarse = series_deviance(frames[i], series)
+                centre = self._coarse[int(np.argmin(coarse))]
+                deviance = np.full(len(grid), np.inf)
+                window = np.abs(grid - centre) <= self._window_nm
+                deviance[window] = series_deviance(frames[i], series.at(grid[window]))
+                net_dev = (
+                    deviance[nearest]
+                    if window[nearest]
+                    else series_deviance(frames[i], series.at(grid[nearest : nearest + 1]))[0]
+                )
+            best, std, j = _least(deviance, grid, len(series.pixels), self.model_std_nm)
+            out["best"][i], out["std"][i], out["dev"][i] = best, std, deviance[j]
+            out["net_dev"][i] = net_dev
         return ThicknessRefinement(
             thickness_nm=out["best"],
+            std_nm=out["std"],
             network_nm=np.asarray(prediction.values["thickness_nm"], float),
             deviance=out["dev"],
             network_deviance=out["net_dev"],
         )
+
+
+#: Networks' thickness sigma (nm) above which the live path refines a frame's thickness: the
+#: frames whose reading does not itself claim the 2 nm the model card aims at.
+DOUBTFUL_STD_NM = 2.0
+
+
+def refine_doubtful(
+    refiner: ThicknessRefiner,
+    frames: np.ndarray,
+    prediction: Prediction,
+    threshold_nm: float = DOUBTFUL_STD_NM,
+) -> tuple[Prediction, np.ndarray]:
+    """The prediction with the thickness of its doubtful frames refined.
+
+    A frame is doubtful when the networks' thickness sigma exceeds ``threshold_nm``; its
+    ``thickness_nm`` and sigma become the refiner's. Out-of-distribution frames are left alone.
+
+    Parameters
+    ----------
+    refiner : ThicknessRefiner
+        For the frames' conditions.
+    frames : ndarray
+        ``(N, rows, cols)`` counts.
+    prediction : Prediction
+        The networks' reading of ``frames``.
+    threshold_nm : float
+        Sigma above which a frame is refined (0 refines every frame).
+
+    Returns
+    -------
+    Prediction, ndarray
+        The new prediction (the input is not changed) and the ``(N,)`` bool mask of the frames
+        refined.
+    """
+    if not threshold_nm >= 0:
+        raise ValueError(f"threshold_nm must be >= 0, got {threshold_nm}")
+    frames = np.asarray(frames)
+    if frames.ndim == 2:
+        frames = frames[None]
+    if len(frames) != len(prediction):
+        raise ValueError(f"{len(frames)} frames but a prediction of {len(prediction)}")
+    doubtful = ~prediction.ood & ~(prediction.std["thickness_nm"] <= threshold_nm)
+    values = {k: np.array(v, dtype=float) for k, v in prediction.values.items()}
+    std = {k: np.array(v, dtype=float) for k, v in prediction.std.items()}
+    if doubtful.any():
+        origin = None if prediction.origin_px is None else prediction.origin_px[doubtful]
+        subset = Prediction(
+            values={k: v[doubtful] for k, v in values.items()},
+            std={k: v[doubtful] for k, v in std.items()},
+            ood=np.zeros(int(doubtful.sum()), dtype=bool),
+            origin_px=origin,
+        )
+        refined = refiner.refine(frames[doubtful], subset)
+        values["thickness_nm"][doubtful] = refined.thickness_nm
+        std["thickness_nm"][doubtful] = refined.std_nm
+    out = Prediction(
+        values=values,
+        std=std,
+        ood=prediction.ood.copy(),
+        reason=list(prediction.reason),
+        lattice_residual_px=prediction.lattice_residual_px,
+        origin_px=prediction.origin_px,
+    )
+    return out, doubtful

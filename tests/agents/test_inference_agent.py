@@ -18,6 +18,7 @@ from stem_loop.agents.inference import (
 )
 from stem_loop.bench.inference import DATASET, write_frames
 from stem_loop.inference import BeamConditions
+from stem_loop.inference.refine import DOUBTFUL_STD_NM, ThicknessRefiner, refine_doubtful
 from stem_loop.plans import sparse_scan
 from stem_loop.storage import make_writer
 
@@ -82,8 +83,15 @@ def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
     assert set(run) == {"primary", "descriptors"}
     frames = np.asarray(run["primary"]["det-image"].read())
     assert frames.shape == (n, 128, 128)
-    expected = predictor.predict(frames, conditions)
+    network = predictor.predict(frames, conditions)
+    # the live path: doubtful thicknesses refined by the fast model (unstrained contents)
+    refiner = ThicknessRefiner(conditions, contents="unstrained")
+    expected, refined = refine_doubtful(refiner, frames, network, DOUBTFUL_STD_NM)
     stream = run["descriptors"].read()
+    np.testing.assert_array_equal(stream["thickness_refined"], refined)
+    np.testing.assert_allclose(
+        stream["thickness_network_nm"], network.values["thickness_nm"], rtol=1e-5, equal_nan=True
+    )
     # float32 network: batches of other sizes round differently (seen: 9e-8 on a 5e-3 tilt)
     for name in DESCRIPTOR_NAMES:
         np.testing.assert_allclose(
@@ -289,6 +297,48 @@ def test_bad_settings_are_refused():
         InferenceAgent(max_latency_s=-1)
     with pytest.raises(ValueError, match="workers"):
         InferenceAgent(workers=0)
+    with pytest.raises(ValueError, match="refine_thickness_above"):
+        InferenceAgent(refine_thickness_above=-1.0)
+
+
+def test_refined_thickness_is_published_live_and_closer_to_the_sample(
+    tiled_catalog, microscope, predictor, conditions
+):
+    """With every frame refined (threshold 0) the stream's thickness is the refiner's, its
+    sigma is the refiner's, and it reads the sample's thickness at least as well."""
+    n = 12
+    agent = InferenceAgent(
+        predictor, conditions, batch_size=6, max_latency_s=0.05, refine_thickness_above=0.0
+    )
+    run, _, (x, y) = _scan(tiled_catalog, microscope, agent, n, seed=5)
+    stream = run["descriptors"].read()
+    ok = ~np.asarray(stream["ood"], bool)
+    assert ok.sum() >= n - 1
+    np.testing.assert_array_equal(stream["thickness_refined"], ok)
+    assert agent.frames_refined == ok.sum()
+    truth = microscope.sample.descriptors_at(x, y)["thickness_nm"]
+    refined = np.asarray(stream["thickness_nm"])[ok]
+    network = np.asarray(stream["thickness_network_nm"])[ok]
+    assert not np.allclose(refined, network)
+    refined_rms = np.sqrt(np.mean((refined - truth[ok]) ** 2))
+    network_rms = np.sqrt(np.mean((network - truth[ok]) ** 2))
+    assert refined_rms <= max(network_rms, 1.0)
+    # the refiner's sigma: its model part (about 0.57 nm) at least, and no NaN
+    assert np.all(np.asarray(stream["thickness_nm_std"])[ok] >= 0.5)
+
+
+def test_without_a_beam_library_the_networks_thickness_is_published(
+    tiled_catalog, microscope, predictor, conditions, monkeypatch, caplog
+):
+    monkeypatch.setattr("sim_devices.cbed_library.stored_library", lambda spec: None)
+    agent = InferenceAgent(
+        predictor, conditions, batch_size=4, max_latency_s=0.05, refine_thickness_above=0.0
+    )
+    run, _, _ = _scan(tiled_catalog, microscope, agent, 4, seed=6)
+    stream = run["descriptors"].read()
+    assert not np.asarray(stream["thickness_refined"]).any()
+    np.testing.assert_allclose(stream["thickness_nm"], stream["thickness_network_nm"])
+    assert "no beam library" in caplog.text
 
 
 def test_stream_names_are_the_contract_s_descriptor_names():

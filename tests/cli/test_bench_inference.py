@@ -13,7 +13,7 @@ import pytest
 
 from stem_loop.cli import main
 
-STAGES = ("read_hdf5", "front_end", "network", "end_to_end", "agent")
+STAGES = ("read_hdf5", "front_end", "network", "end_to_end", "agent", "refiner")
 
 
 def _last_json(out: str) -> dict:
@@ -31,12 +31,27 @@ def test_tiny_run_prints_every_stage_and_json_last(capsys):
     # Reading alone is faster than reading and inferring.
     assert result["cpu"]["read_hdf5"] > result["cpu"]["end_to_end"]
     assert len(result["load_average"]) == 6
+    # The thickness refiner is far slower than the network; the agent refined some or none.
+    assert result["cpu"]["refiner"] < result["cpu"]["end_to_end"]
+    assert 0.0 <= result["cpu"]["agent_thickness_refined_fraction"] <= 1.0
+    assert result["refine_thickness_above"] == 2.0
+
+
+@pytest.mark.parametrize(("option", "fraction"), [("--no-live-refinement", 0.0), ("0", 1.0)])
+def test_the_agent_figure_says_how_many_thicknesses_it_refined(option, fraction, capsys):
+    argv = ["bench", "inference", "--frames", "6", "--batch", "6", "--repeats", "1", "--no-gpu"]
+    extra = [option] if option.startswith("--") else ["--refine-thickness-above", option]
+    assert main([*argv, *extra, "--no-accuracy", "--json"]) == 0
+    out = capsys.readouterr().out
+    result = _last_json(out)
+    assert result["cpu"]["agent_thickness_refined_fraction"] == fraction
+    assert f"thickness refined live for {100 * fraction:.1f}% of frames" in out
 
 
 def test_accuracy_report_is_called_with_the_doses(capsys, monkeypatch):
     calls = []
 
-    def report(predictor, doses=(1e5,), refine_thickness=False):
+    def report(predictor, doses=(1e5,), refine_thickness=False, **kwargs):
         calls.append((doses, refine_thickness))
         summary = {"thickness_refined_nm_rms": 0.5} if refine_thickness else {}
         rows = [{"material": "Si", "exx_rms": 0.001}]
@@ -57,7 +72,9 @@ def test_accuracy_report_is_called_with_the_doses(capsys, monkeypatch):
     assert calls == [((1e3, 1e5), False), ((1e5,), True)]
 
 
-@pytest.mark.parametrize("bad", [["--frames", "0"], ["--doses", "a,b"]])
+@pytest.mark.parametrize(
+    "bad", [["--frames", "0"], ["--doses", "a,b"], ["--refine-thickness-above", "-1"]]
+)
 def test_bad_options_exit_with_usage(bad, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["bench", "inference", *bad])

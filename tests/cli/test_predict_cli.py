@@ -47,6 +47,37 @@ def test_predict_writes_descriptors_sigmas_ood_and_truth(tmp_path, capsys):
         assert math.isclose(summary["rms_error"]["exx"], float(np.sqrt(np.mean(err**2))))
     assert summary["positions"] == 12 and summary["dose"] == 5e4
     assert summary["frames_per_s"] > 0
+    # Thickness: the networks' where they are sure, the refiner's where their sigma > 2 nm.
+    refined = saved["thickness_refined"]
+    assert summary["thickness_refined"] == int(refined.sum())
+    assert summary["refine_thickness_above"] == 2.0
+    network_std_over = ~ood & ~refined
+    np.testing.assert_array_equal(
+        saved["thickness_nm"][network_std_over], saved["thickness_network_nm"][network_std_over]
+    )
+
+
+def test_refining_every_thickness_reads_the_sample_at_least_as_well(tmp_path, capsys):
+    argv = ["predict", "--sample", "demo", "--positions", "8", "--seed", "4", "--json"]
+    paths = {}
+    for name, extra in [
+        ("network", ["--no-refinement"]),
+        ("all", ["--refine-thickness-above", "0"]),
+    ]:
+        paths[name] = tmp_path / f"{name}.npz"
+        assert main([*argv, *extra, "--out", str(paths[name])]) == 0
+        summary = _last_json(capsys.readouterr().out)
+    assert summary["thickness_refined"] == 8 - summary["ood"]
+    network, every = (np.load(paths[k]) for k in ("network", "all"))
+    assert not network["thickness_refined"].any()
+    ok = ~every["ood"]
+    np.testing.assert_allclose(every["thickness_network_nm"], network["thickness_nm"])
+    assert every["thickness_refined"][ok].all()
+    err = {
+        k: np.sqrt(np.mean((f["thickness_nm"][ok] - f["true_thickness_nm"][ok]) ** 2))
+        for k, f in (("network", network), ("all", every))
+    }
+    assert err["all"] <= max(err["network"], 1.0), err
 
 
 def test_same_seed_same_positions(tmp_path, capsys):
@@ -68,6 +99,10 @@ def test_same_seed_same_positions(tmp_path, capsys):
         (["--sample", "demo", "--positions", "3", "--dose", "0"], "--dose must be positive"),
         (["--sample", "demo", "--positions", "3", "--dose", "-5"], "--dose must be positive"),
         (["--sample", "demo", "--positions", "3", "--dose", "nan"], "--dose must be positive"),
+        (
+            ["--sample", "demo", "--positions", "3", "--refine-thickness-above", "-1"],
+            "--refine-thickness-above must be >= 0",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, monkeypatch, options, message):

@@ -17,8 +17,8 @@ from stem_loop.inference.heldout import SHIPPED_HELDOUT
 TARGET = dict(strain=0.0010, thickness_nm=2.0, tilt_mrad=0.3, coverage=(0.60, 0.76))
 #: What the shipped ensemble must not fall behind on the shipped held-out set (12.8 nm exact
 #: block): measured strain 0.095/0.102/0.063 %, thickness 3.84 nm, tilt 0.109/0.131 mrad,
-#: coverage 61-75 %, with margin. eyy strain (by 0.002 %) and thickness miss TARGET; see the
-#: model card.
+#: coverage 61-75 %, with margin. eyy strain (by 0.002 %) and the networks' own thickness miss
+#: TARGET; the live thickness (doubtful frames refined) meets it. See the model card.
 REGRESSION = dict(strain=0.0012, thickness_nm=4.3, tilt_mrad=0.15, coverage=(0.60, 0.80))
 
 
@@ -52,6 +52,15 @@ def test_few_heldout_frames_are_flagged(summary):
 def test_strain_accuracy(summary):
     for name in ("exx", "eyy", "exy"):
         assert summary[f"{name}_rms"] <= REGRESSION["strain"], name
+
+
+def test_live_thickness_meets_the_target(summary):
+    """What the live path publishes: the networks' thickness, refined by the fast model where
+    their sigma exceeds 2 nm (measured: 1.16 nm, 5 % of frames refined, 1-sigma covers 60 %;
+    the networks alone 3.84 nm)."""
+    assert summary["thickness_live_nm_rms"] <= TARGET["thickness_nm"]
+    assert summary["thickness_live_fraction_refined"] <= 0.10
+    assert summary["thickness_live_coverage_1sigma"] >= 0.58  # one frame under the measured
 
 
 def test_thickness_and_tilt_accuracy(summary):
@@ -88,10 +97,18 @@ def _si_200(runs: int | None = None, thickness_nm: tuple[float, ...] | None = No
 
 
 def test_thickness_refined_by_the_fast_model_on_exact_patterns():
-    """The offline refinement on exact physics (one crystal, two thicknesses: one content
-    cell); the whole set is measured by ``stem-loop bench inference --refine-thickness``."""
+    """Every frame refined, on exact physics, with the strained cell's contents (one crystal,
+    two thicknesses: one content cell); the whole set is measured by ``stem-loop bench
+    inference --refine-thickness`` (unstrained contents: 0.57 nm)."""
     sub = _si_200(runs=1, thickness_nm=(30.0, 70.0))
-    rep = report(Predictor(), doses=(1e5,), heldout=sub, shot_noise=False, refine_thickness=True)
+    rep = report(
+        Predictor(),
+        doses=(1e5,),
+        heldout=sub,
+        shot_noise=False,
+        refine_thickness=True,
+        refine_contents="multislice",
+    )
     summary = rep["summary"]
     assert summary["frames"] == 2
     assert summary["thickness_refined_nm_rms"] <= 1.0

@@ -13,7 +13,11 @@ import pytest
 from sim_devices.cbed_fast import FastCBED
 from stem_loop.inference import BeamConditions, Predictor
 from stem_loop.inference.predictor import Prediction
-from stem_loop.inference.refine import ThicknessRefiner, poisson_deviance
+from stem_loop.inference.refine import (
+    ThicknessRefiner,
+    poisson_deviance,
+    refine_doubtful,
+)
 
 THICKNESS = np.array([12.0, 35.0, 58.0, 80.0])
 #: At a content-strain grid point (1, -1, 0) of the 0.5 % grid: the networks' readings (0.1 %
@@ -62,6 +66,95 @@ def test_the_scan_finds_the_thickness_whatever_the_networks_read(frames_and_read
     # the refined thickness explains the counts much better than the wrong reading
     assert np.all(refined.network_deviance - refined.deviance > 100)
     np.testing.assert_array_equal(refined.network_nm, wrong)
+
+
+@pytest.fixture(scope="module")
+def unstrained_frames():
+    """Frames of the unstrained contents (what the live refiner renders), off its grid."""
+    conditions = BeamConditions()
+    fast = FastCBED.for_conditions(
+        "Si",
+        "110",
+        conditions.beam,
+        conditions.detector((-0.7, 0.9)),
+        strain_contents=False,
+        edge_subpixels=3,
+    )
+    n = 5
+    truth = dict(
+        exx=np.full(n, 0.003),
+        eyy=np.full(n, 0.001),
+        exy=np.full(n, -0.002),
+        thickness_nm=np.array([14.3, 27.9, 45.2, 63.6, 77.1]),
+        tilt_x_mrad=np.full(n, -0.5),
+        tilt_y_mrad=np.full(n, 1.2),
+    )
+    frames = np.minimum(np.random.default_rng(8).poisson(fast.patterns(truth) * 1e5), 65535)
+    frames = frames.astype(np.uint16)
+    return conditions, frames, Predictor().predict(frames, conditions), truth["thickness_nm"]
+
+
+def test_the_live_refiner_reads_between_its_grid_points(unstrained_frames):
+    conditions, frames, reading, truth = unstrained_frames
+    refiner = ThicknessRefiner(conditions, contents="unstrained", step_nm=1.0)
+    refined = refiner.refine(frames, reading)
+    # the grid is 10, 11, ...: the parabola through the least three lands between them
+    assert np.abs(refined.thickness_nm - truth).max() <= 0.5
+    assert not np.isin(np.round(refined.thickness_nm, 3), refiner.thickness_nm).all()
+    # sigma: the model's part (stored step and grid step over sqrt 12) at least
+    assert refiner.model_std_nm == pytest.approx(np.sqrt((1.92**2 + 1.0**2) / 12), rel=0.01)
+    assert np.all(refined.std_nm >= refiner.model_std_nm)
+    assert np.all(refined.std_nm <= 2 * refiner.model_std_nm)
+
+
+def test_the_coarse_to_fine_search_finds_what_the_full_scan_finds(unstrained_frames):
+    conditions, frames, reading, _ = unstrained_frames
+    # also from readings far off (the coarse pass must find the right minimum on its own)
+    far = Prediction(
+        values=dict(reading.values, thickness_nm=np.array([80.0, 10.0, 70.0, 20.0, 40.0])),
+        std=reading.std,
+        ood=reading.ood,
+        origin_px=reading.origin_px,
+    )
+    for prediction in (reading, far):
+        full, fast = (
+            ThicknessRefiner(conditions, contents="unstrained", search=search).refine(
+                frames, prediction
+            )
+            for search in ("full", "coarse-to-fine")
+        )
+        np.testing.assert_array_equal(fast.thickness_nm, full.thickness_nm)
+        np.testing.assert_allclose(fast.deviance, full.deviance, rtol=1e-9)
+        np.testing.assert_allclose(fast.network_deviance, full.network_deviance, rtol=1e-6)
+    with pytest.raises(ValueError, match="search"):
+        ThicknessRefiner(conditions, contents="unstrained", search="random")
+
+
+def test_only_doubtful_frames_are_refined(unstrained_frames):
+    conditions, frames, reading, truth = unstrained_frames
+    refiner = ThicknessRefiner(conditions, contents="unstrained")
+    std = dict(reading.std, thickness_nm=np.array([0.5, 2.5, np.nan, 1.9, 4.0]))
+    ood = np.array([0, 0, 0, 0, 1], bool)
+    doubtful = Prediction(values=reading.values, std=std, ood=ood, reason=["", "", "", "", "blank"])
+    before = {k: v.copy() for k, v in doubtful.values.items()}
+    out, refined = refine_doubtful(refiner, frames, doubtful, threshold_nm=2.0)
+    # over the threshold or without a sigma, and in distribution
+    np.testing.assert_array_equal(refined, [False, True, True, False, False])
+    kept = ~refined
+    np.testing.assert_array_equal(
+        out.values["thickness_nm"][kept], doubtful.values["thickness_nm"][kept]
+    )
+    assert np.abs(out.values["thickness_nm"][refined] - truth[refined]).max() <= 0.5
+    assert np.all(out.std["thickness_nm"][refined] >= refiner.model_std_nm)
+    for k in before:  # the input is left as it was; only the thickness changes
+        np.testing.assert_array_equal(doubtful.values[k], before[k])
+        if k != "thickness_nm":
+            np.testing.assert_array_equal(out.values[k], before[k])
+    assert out.reason == doubtful.reason
+    with pytest.raises(ValueError, match="threshold_nm"):
+        refine_doubtful(refiner, frames, doubtful, threshold_nm=-1.0)
+    with pytest.raises(ValueError, match="contents"):
+        ThicknessRefiner(conditions, contents="bloch")
 
 
 def test_out_of_distribution_frames_get_no_thickness(frames_and_reading):

@@ -119,3 +119,25 @@ def test_refuses_a_bad_sub_pixel_count(fast_model):
     for bad in (0, 17, 2.5):
         with pytest.raises(ValueError, match="edge_subpixels"):
             FastCBED(fast_model.library, Beam(), Detector(), edge_subpixels=bad)
+
+
+@pytest.mark.parametrize("edge_subpixels", [1, 3])
+def test_a_thickness_series_is_the_patterns_at_those_thicknesses(edge_subpixels):
+    """The series (geometry worked out once, stored thicknesses interpolated for all at once)
+    equals rendering each thickness, also with the optical axis moved at render time."""
+    offset = (0.6, -0.4)
+    kwargs = dict(strain_contents=False, edge_subpixels=edge_subpixels)
+    shifted = FastCBED.for_conditions(
+        "Si", "110", Beam(), Detector(center_offset_px=offset), **kwargs
+    )
+    centred = FastCBED.for_conditions("Si", "110", Beam(), Detector(), **kwargs)
+    thickness = np.array([10.0, 10.3, 33.7, 61.1, 85.0])
+    crystal = dict(exx=0.004, eyy=-0.006, exy=0.001, tilt_x_mrad=0.8, tilt_y_mrad=-1.1)
+    one_by_one = shifted.patterns(_descriptors(len(thickness), **crystal, thickness_nm=thickness))
+    series = centred.thickness_series(crystal, thickness, centre_px=shifted.detector.center_px)
+    np.testing.assert_allclose(series.frames(), one_by_one, rtol=1e-5, atol=1e-9)
+    # every pixel with intensity is among the series' pixels
+    lit = np.flatnonzero(one_by_one.reshape(len(thickness), -1).max(0) > 0)
+    assert np.isin(lit, series.pixels.numpy()).all()
+    with pytest.raises(ValueError, match="thickness outside"):
+        centred.thickness_series(crystal, np.array([20.0, 500.0]))
