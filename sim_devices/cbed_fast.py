@@ -332,8 +332,8 @@ class FastCBED:
         The same patterns as :meth:`patterns` with ``thickness_nm`` varied and the other
         descriptors held, but the disk geometry (positions, aperture weights, incident
         directions) is worked out once and the stored thicknesses are interpolated for all of
-        them in one step: what a thickness scan needs (``tests/sim/test_cbed_fast.py`` checks
-        the two agree).
+        them in one step, for the pixels inside the frame and the aperture only: what a
+        thickness scan needs (``tests/physics/test_cbed_fast.py`` checks the two agree).
 
         Parameters
         ----------
@@ -349,38 +349,60 @@ class FastCBED:
         tilt = np.array([[float(descriptors["tilt_x_mrad"]), float(descriptors["tilt_y_mrad"])]])
         thickness = np.atleast_1d(np.asarray(thickness_nm, dtype=np.float64))
         self._check(thickness, np.repeat(tilt, len(thickness), axis=0))
-        volume = self.volume_for(
-            tuple(int(v) for v in self.contents.voxels(strain)[0])
-            if self.contents is not None
-            else (0, 0, 0)
-        )[:, 0]  # (G, T_stored, K, K)
+        volume = self._by_direction(
+            self.volume_for(
+                tuple(int(v) for v in self.contents.voxels(strain)[0])
+                if self.contents is not None
+                else (0, 0, 0)
+            )
+        )  # (G, K, K, T_stored)
         rows, cols = self.detector.shape
         prow, pcol = self.padded_shape
         disk_px = self.disk_centres_px(strain, centre_px)[0]  # (G, 2)
         origin = torch.round(disk_px)
         q = (self.offsets_f + (origin - disk_px).to(torch.float32)[:, None, :]).mul_(self.pixel)
-        weight = self._aperture_area(q).mul_(self.per_pixel)  # (G, M)
-        k_lo, k_hi = float(self.library.k_mrad[0]), float(self.library.k_mrad[-1])
-        shift = torch.as_tensor(tilt[0], dtype=torch.float32) + k_lo
-        grid = q.sub_(shift).mul_(2.0 / (k_hi - k_lo)).sub_(1.0)[:, :, None, :]  # (G, M, 1, 2)
-        stored = torch.nn.functional.grid_sample(
-            volume, grid, mode="bilinear", padding_mode="border", align_corners=True
-        )[..., 0]  # (G, T_stored, M): every stored thickness at each pixel
-        # the padded frame's pixels each disk pixel lands on, then those inside the frame
+        weight = self._aperture_area(q).mul_(self.per_pixel).reshape(-1)  # (G * M,)
+        # the padded frame's pixels each disk pixel lands on; keep those inside the frame that
+        # the aperture reaches
         corner = origin.to(torch.int64) + self.pad
         corner[..., 0].clamp_(0, pcol - 1)
         corner[..., 1].clamp_(0, prow - 1)
         index = ((corner[..., 1] * pcol + corner[..., 0])[:, None] + self.offset_index).reshape(-1)
         row, col = index // pcol - self.pad, index % pcol - self.pad
-        inside = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
-        pixels, slot = torch.unique(row[inside] * cols + col[inside], return_inverse=True)
-        stored = (stored * weight[:, None, :]).permute(1, 0, 2).reshape(volume.shape[1], -1)
-        on_pixels = torch.zeros((volume.shape[1], len(pixels)), dtype=torch.float32)
-        on_pixels.index_add_(1, slot, stored[:, inside])
+        keep = (row >= 0) & (row < rows) & (col >= 0) & (col < cols) & (weight > 0)
+        beam = torch.arange(len(disk_px)).repeat_interleave(len(self.offsets))[keep]
+        # bilinear in the incident direction, as grid_sample (align_corners, border) does
+        k_lo, k_hi = float(self.library.k_mrad[0]), float(self.library.k_mrad[-1])
+        n_k = volume.shape[1]
+        shift = torch.as_tensor(tilt[0], dtype=torch.float32) + k_lo
+        at = (q.reshape(-1, 2)[keep] - shift).mul_((n_k - 1) / (k_hi - k_lo)).clamp_(0, n_k - 1)
+        low = at.floor().to(torch.int64).clamp_(max=n_k - 2)
+        frac = at - low
+        fx, fy = frac[:, 0:1], frac[:, 1:2]
+        x0, y0 = low[:, 0], low[:, 1]
+        stored = (
+            volume[beam, y0, x0] * ((1 - fx) * (1 - fy))
+            + volume[beam, y0, x0 + 1] * (fx * (1 - fy))
+            + volume[beam, y0 + 1, x0] * ((1 - fx) * fy)
+            + volume[beam, y0 + 1, x0 + 1] * (fx * fy)
+        ) * weight[keep, None]  # (P, T_stored): every stored thickness at each kept pixel
+        pixels, slot = torch.unique(row[keep] * cols + col[keep], return_inverse=True)
+        on_pixels = torch.zeros((len(pixels), n_stored := volume.shape[-1]), dtype=torch.float32)
+        on_pixels.index_add_(0, slot, stored)
         # the stored thicknesses are evenly spaced from the range's low end to its high end
-        stored_nm = np.linspace(*self.thickness_range, volume.shape[1])
+        stored_nm = np.linspace(*self.thickness_range, n_stored)
+        on_pixels = on_pixels.T.contiguous()
         series = ThicknessSeries(pixels, on_pixels, stored_nm, (rows, cols), on_pixels, stored_nm)
         return series.at(thickness)
+
+    def _by_direction(self, volume: torch.Tensor) -> torch.Tensor:
+        """``volume`` (G, 1, T, K, K) as (G, K, K, T): all stored thicknesses of one beam and
+        incident direction side by side (kept for the last volume asked for)."""
+        cached = getattr(self, "_by_direction_pair", None)  # one tuple: safe across threads
+        if cached is None or cached[0] is not volume:
+            cached = (volume, volume[:, 0].permute(0, 2, 3, 1).contiguous())
+            self._by_direction_pair = cached
+        return cached[1]
 
     def _aperture_area(self, q: torch.Tensor) -> torch.Tensor:
         """Fraction of each pixel (centre ``q`` in mrad from the disk centre) inside the disk."""

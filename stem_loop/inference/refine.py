@@ -12,8 +12,8 @@ the disk geometry once, every thickness from the stored ones) over a grid of thi
 holding the strain and tilt the networks read and the optical axis the lattice fit found, with
 pixel-integrated disk edges, and returns the thickness whose pattern explains the counts best:
 the least Poisson deviance, with the pattern scaled to the frame's total counts, so the dose
-need not be known. The disk contents are the unstrained library's (no set-up cost; 15 ms a
-frame on 2 CPU cores for Si at 200 kV) or the strained cell's (multislice on a content-strain
+need not be known. The disk contents are the unstrained library's (no set-up cost; 3 to 9 ms
+a frame on 2 CPU cores) or the strained cell's (multislice on a content-strain
 grid: closer to exact physics, but each new grid point costs 15 to 60 s on 2 CPU cores, 0.15 s
 on a GPU).
 
@@ -59,7 +59,8 @@ def closest_fast_model(
     """The fast model closest to exact physics: the strained cell's disk contents (multislice,
     on a content-strain grid of ``content_step``) and pixel-integrated disk edges
     (:data:`EDGE_SUBPIXELS`), with the optical axis ``offset_px`` from the frame centre. The
-    refiner scans it; the held-out evaluation's fast twin renders it."""
+    refiner scans it; the held-out evaluation's fast twin renders it. ``strain_contents=False``
+    renders the unstrained library's contents instead (no multislice to set up)."""
     return FastCBED(
         library,
         conditions.beam,
@@ -156,7 +157,7 @@ def _least(
     step = float(grid[1] - grid[0])
     left, mid, right = deviance[j - 1 : j + 2]
     bend = left - 2 * mid + right
-    if not bend > 0:
+    if not (np.isfinite(bend) and bend > 0):  # a neighbour outside the searched window
         return float(grid[j]), floor, j
     shift = float(np.clip(0.5 * (left - right) / bend, -0.5, 0.5))
     overdispersion = max(1.0, mid / max(dof, 1))
