@@ -692,28 +692,11 @@ class InferenceAgent:
                 return self._refiners[conditions]
             refiner = None
             try:
-                from sim_devices.cbed_library import LibrarySpec, stored_library
                 from stem_loop.inference.refine import ThicknessRefiner
 
-                spec = LibrarySpec(
-                    material=conditions.material,
-                    zone_axis=conditions.zone_axis,
-                    voltage_kv=conditions.voltage_kv,
-                )
-                if stored_library(spec) is None:
-                    logger.warning(
-                        "inference agent: no beam library %s, thickness not refined (build it: "
-                        "python -m sim_devices build-library --material %s --zone-axis %s "
-                        "--voltage-kv %g)",
-                        spec.filename(),
-                        spec.material,
-                        spec.zone_axis,
-                        spec.voltage_kv,
-                    )
-                else:
-                    refiner = ThicknessRefiner(conditions, contents="unstrained")
+                refiner = ThicknessRefiner(conditions, contents="unstrained", build_library=False)
             except Exception as err:
-                logger.warning("inference agent: no thickness refiner for %s: %s", conditions, err)
+                logger.warning("inference agent: thickness not refined for %s: %s", conditions, err)
             self._refiners[conditions] = refiner
             return refiner
 
@@ -723,17 +706,14 @@ class InferenceAgent:
         none = np.zeros(len(prediction), dtype=bool)
         if self.refine_thickness_above is None:
             return prediction, none
-        doubtful = ~prediction.ood & ~(
-            prediction.std["thickness_nm"] <= self.refine_thickness_above
-        )
-        if not doubtful.any():
+        from stem_loop.inference.refine import doubtful_frames, refine_doubtful
+
+        if not doubtful_frames(prediction, self.refine_thickness_above).any():
             return prediction, none
         refiner = self._refiner(conditions)
         if refiner is None:
             return prediction, none
         try:
-            from stem_loop.inference.refine import refine_doubtful
-
             return refine_doubtful(refiner, frames, prediction, self.refine_thickness_above)
         except Exception:
             logger.exception("inference agent: thickness refinement failed; networks' kept")

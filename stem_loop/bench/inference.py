@@ -197,16 +197,14 @@ REFINER_FRAMES = 64
 def _refiner_alone(predictor, frames, conditions, repeats: int) -> tuple[float, int]:
     """Best wall time to refine the thickness of the first frames, and how many (none where
     the conditions' beam library is not built: building it takes minutes)."""
-    from sim_devices.cbed_library import LibrarySpec, stored_library
     from stem_loop.inference.refine import ThicknessRefiner
 
-    spec = LibrarySpec(conditions.material, conditions.zone_axis, conditions.voltage_kv)
-    if stored_library(spec) is None:
+    try:
+        refiner = ThicknessRefiner(conditions, contents="unstrained", build_library=False)
+    except FileNotFoundError:
         return float("nan"), 0
-
     part = frames[:REFINER_FRAMES]
     reading = predictor.predict(part, conditions)
-    refiner = ThicknessRefiner(conditions, contents="unstrained")
     refiner.refine(part[:1], predictor.predict(part[:1], conditions))  # warm-up
     return _best_of(repeats, lambda: refiner.refine(part, reading)), len(part)
 

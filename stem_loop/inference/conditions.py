@@ -119,6 +119,15 @@ class BeamConditions:
         """Plain dict (JSON-ready)."""
         return asdict(self)
 
+    def library_spec(self):
+        """The :class:`~sim_devices.cbed_library.LibrarySpec` of the beam library for these
+        conditions (material, zone axis, voltage)."""
+        from sim_devices.cbed_library import LibrarySpec
+
+        return LibrarySpec(
+            material=self.material, zone_axis=self.zone_axis, voltage_kv=self.voltage_kv
+        )
+
 
 def nearest_beam_mrad(material: str, zone_axis: str, voltage_kv: float) -> float:
     """Angle of the nearest allowed reciprocal-lattice beam (sets where disks overlap)."""

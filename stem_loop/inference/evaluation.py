@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sim_devices.cbed_fast import FastCBED
-from sim_devices.cbed_library import LibrarySpec, load_or_build
+from sim_devices.cbed_library import load_or_build
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .conditions import BeamConditions
@@ -131,13 +131,8 @@ TWIN_CONTENT_STEP = 0.001
 
 def _fast_model(conditions: BeamConditions, offset: tuple[float, float]) -> FastCBED:
     """The fast model closest to exact physics: strained-cell contents, pixel-integrated edges."""
-    spec = LibrarySpec(
-        material=conditions.material,
-        zone_axis=conditions.zone_axis,
-        voltage_kv=conditions.voltage_kv,
-    )
     return closest_fast_model(
-        load_or_build(spec), conditions, offset, content_step=TWIN_CONTENT_STEP
+        load_or_build(conditions.library_spec()), conditions, offset, content_step=TWIN_CONTENT_STEP
     )
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sim_devices.cbed_fast import FastCBED, ThicknessSeries
-from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
+from sim_devices.cbed_library import BeamLibrary, load_or_build, stored_library
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .conditions import BeamConditions
@@ -189,12 +189,17 @@ class ThicknessRefiner:
         (the contents are linear between them), then on the grid within two stored steps of the
         least of those; about a third of the renders of ``"full"``, every grid thickness
         (``tests/inference/test_refine.py`` checks the two agree).
+    build_library : bool
+        ``False``: refuse (FileNotFoundError, with the command that builds it) instead of
+        building a missing beam library, which takes minutes (the live agent's choice).
 
     Raises
     ------
     ValueError
         If the range or step make no grid, the range leaves the beam library, or the contents
         or search are unknown.
+    FileNotFoundError
+        If the beam library is not built and ``build_library`` is False.
     """
 
     def __init__(
@@ -207,6 +212,7 @@ class ThicknessRefiner:
         content_step: float = CONTENT_STEP,
         content_device: str = "cpu",
         search: str = "coarse-to-fine",
+        build_library: bool = True,
     ) -> None:
         lo, hi = (float(t) for t in thickness_range_nm)
         if not (step_nm > 0 and 0 < lo < hi):
@@ -217,13 +223,14 @@ class ThicknessRefiner:
         if contents not in CONTENTS:
             raise ValueError(f"contents must be one of {CONTENTS}, got {contents!r}")
         self.conditions = conditions
-        self.library = load_or_build(
-            LibrarySpec(
-                material=conditions.material,
-                zone_axis=conditions.zone_axis,
-                voltage_kv=conditions.voltage_kv,
+        spec = conditions.library_spec()
+        if not build_library and stored_library(spec) is None:
+            raise FileNotFoundError(
+                f"no beam library {spec.filename()} (build it: python -m sim_devices "
+                f"build-library --material {spec.material} --zone-axis {spec.zone_axis} "
+                f"--voltage-kv {spec.voltage_kv:g})"
             )
-        )
+        self.library = load_or_build(spec)
         stored = self.library.thickness_nm
         if lo < stored[0] or hi > stored[-1]:
             raise ValueError(
@@ -315,6 +322,12 @@ class ThicknessRefiner:
 DOUBTFUL_STD_NM = 2.0
 
 
+def doubtful_frames(prediction: Prediction, threshold_nm: float) -> np.ndarray:
+    """``(N,)`` bool: the frames in distribution whose networks' thickness sigma exceeds
+    ``threshold_nm`` (or is missing), those :func:`refine_doubtful` refines."""
+    return ~prediction.ood & ~(prediction.std["thickness_nm"] <= threshold_nm)
+
+
 def refine_doubtful(
     refiner: ThicknessRefiner,
     frames: np.ndarray,
@@ -350,7 +363,7 @@ def refine_doubtful(
         frames = frames[None]
     if len(frames) != len(prediction):
         raise ValueError(f"{len(frames)} frames but a prediction of {len(prediction)}")
-    doubtful = ~prediction.ood & ~(prediction.std["thickness_nm"] <= threshold_nm)
+    doubtful = doubtful_frames(prediction, threshold_nm)
     values = {k: np.array(v, dtype=float) for k, v in prediction.values.items()}
     std = {k: np.array(v, dtype=float) for k, v in prediction.std.items()}
     if doubtful.any():

@@ -330,7 +330,7 @@ def test_refined_thickness_is_published_live_and_closer_to_the_sample(
 def test_without_a_beam_library_the_networks_thickness_is_published(
     tiled_catalog, microscope, predictor, conditions, monkeypatch, caplog
 ):
-    monkeypatch.setattr("sim_devices.cbed_library.stored_library", lambda spec: None)
+    monkeypatch.setattr("stem_loop.inference.refine.stored_library", lambda spec: None)
     agent = InferenceAgent(
         predictor, conditions, batch_size=4, max_latency_s=0.05, refine_thickness_above=0.0
     )

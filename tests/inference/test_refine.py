@@ -224,3 +224,9 @@ def test_a_least_at_the_edge_of_the_searched_window_stays_on_the_grid():
     deviance[4:9] = [50.0, 40.0, 30.0, 20.0, 10.0]  # least at the window's last point
     thickness, std, j = _least(deviance, grid, 100, 0.57)
     assert (thickness, std, j) == (grid[8], 0.57, 8)
+
+
+def test_a_missing_library_is_refused_with_its_build_command_when_asked(monkeypatch):
+    monkeypatch.setattr("stem_loop.inference.refine.stored_library", lambda spec: None)
+    with pytest.raises(FileNotFoundError, match="build-library --material Si --zone-axis 110"):
+        ThicknessRefiner(BeamConditions(), contents="unstrained", build_library=False)
