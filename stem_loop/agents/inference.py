@@ -692,9 +692,9 @@ class InferenceAgent:
                 return self._refiners[conditions]
             refiner = None
             try:
-                from stem_loop.inference.refine import ThicknessRefiner
+                from stem_loop.inference.refine import live_refiner
 
-                refiner = ThicknessRefiner(conditions, contents="unstrained", build_library=False)
+                refiner = live_refiner(conditions)
             except Exception as err:
                 logger.warning("inference agent: thickness not refined for %s: %s", conditions, err)
             self._refiners[conditions] = refiner

@@ -369,7 +369,10 @@ def _device_figures(
 
 
 def _accuracy(
-    predictor, doses: tuple[float, ...] | None, refine_thickness: bool = False
+    predictor,
+    doses: tuple[float, ...] | None,
+    refine_thickness: bool = False,
+    draws: int | None = None,
 ) -> dict | None:
     """The held-out accuracy report (``stem_loop.inference.evaluation.report``), if present."""
     try:
@@ -377,6 +380,8 @@ def _accuracy(
     except ImportError:
         return None
     kwargs = {} if doses is None else {"doses": doses}
+    if draws is not None:
+        kwargs["draws"] = draws
     return evaluation.report(predictor, refine_thickness=refine_thickness, **kwargs)
 
 
@@ -425,6 +430,7 @@ def run_inference_bench(
     save_frames_to: str | Path | None = None,
     accuracy: bool = True,
     doses: tuple[float, ...] | None = None,
+    draws: int | None = None,
     refine_thickness: bool = False,
     refine_thickness_above: float | None = None,
     live_refinement: bool = True,
@@ -461,6 +467,9 @@ def run_inference_bench(
         Append the held-out accuracy report (``stem_loop.inference.evaluation.report``).
     doses : tuple of float, optional
         Doses of the accuracy report (default: the report's own).
+    draws : int, optional
+        Poisson draws of each held-out pattern pooled into the accuracy report's rms
+        (default: the report's own, :data:`stem_loop.inference.evaluation.DRAWS`).
     refine_thickness : bool
         Add the held-out thickness of every frame refined by the fast model
         (:class:`stem_loop.inference.refine.ThicknessRefiner`, unstrained contents; seconds).
@@ -540,7 +549,7 @@ def run_inference_bench(
     if verbose:
         print(_text(result), flush=True)
     if accuracy:
-        report = _accuracy(predictor, doses, refine_thickness)
+        report = _accuracy(predictor, doses, refine_thickness, draws)
         if report is not None:
             result["accuracy"] = report["rows"]
             if refine_thickness:
@@ -656,6 +665,12 @@ def main(argv: list[str] | None = None) -> None:
         "--doses", type=str, default=None, help="comma-separated doses of the accuracy report"
     )
     parser.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        help="Poisson draws of each held-out pattern pooled into the accuracy report (default: 5)",
+    )
+    parser.add_argument(
         "--refine-thickness",
         action="store_true",
         help="add the held-out thickness of every frame refined by the fast model (seconds)",
@@ -687,7 +702,7 @@ def main(argv: list[str] | None = None) -> None:
         if "torch" in sys.modules and os.environ.get(OMP_ENV, "").lower() != args.omp_wait_policy:
             parser.error("--omp-wait-policy must be set before torch is imported; use the env")
         os.environ[OMP_ENV] = args.omp_wait_policy.upper()
-    for name in ("frames", "batch", "repeats", "threads", "workers", "device_batch"):
+    for name in ("frames", "batch", "repeats", "threads", "workers", "device_batch", "draws"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -715,6 +730,7 @@ def main(argv: list[str] | None = None) -> None:
         save_frames_to=args.save_frames,
         accuracy=not args.no_accuracy,
         doses=doses,
+        draws=args.draws,
         refine_thickness=args.refine_thickness,
         refine_thickness_above=args.refine_thickness_above,
         live_refinement=not args.no_live_refinement,

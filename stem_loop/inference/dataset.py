@@ -54,9 +54,9 @@ class TrainingRanges:
     (:mod:`sim_devices.strain_contents`) instead of the unstrained ones. The shipped weights
     were trained with it and ``content_engine="multislice"`` (one strained-cell multislice per
     256-frame block, on a GPU), and read held-out exact physics better than the same recipe on
-    unstrained contents (0.095 / 0.102 / 0.063 % strain, 3.84 nm thickness, against 0.101 /
-    0.095 / 0.075 % and 4.28 nm); with Bloch-wave contents a single network did worse (see the
-    model card). It defaults to off, the recipe that fits 2 CPU cores.
+    unstrained contents (one Poisson draw: 0.095 / 0.102 / 0.063 % strain, 3.84 nm thickness,
+    against 0.101 / 0.095 / 0.075 % and 4.28 nm); with Bloch-wave contents a single network
+    did worse (see the model card). It defaults to off, the recipe that fits 2 CPU cores.
 
     ``edge_subpixels`` integrates each pixel's area inside the aperture over that many
     sub-pixels per side (:class:`sim_devices.cbed_fast.FastCBED`). 3 is closer to the exact

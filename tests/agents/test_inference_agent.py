@@ -18,7 +18,12 @@ from stem_loop.agents.inference import (
 )
 from stem_loop.bench.inference import DATASET, write_frames
 from stem_loop.inference import BeamConditions
-from stem_loop.inference.refine import DOUBTFUL_STD_NM, ThicknessRefiner, refine_doubtful
+from stem_loop.inference.refine import (
+    DOUBTFUL_STD_NM,
+    ThicknessRefiner,
+    live_refiner,
+    refine_doubtful,
+)
 from stem_loop.plans import sparse_scan
 from stem_loop.storage import make_writer
 
@@ -331,6 +336,7 @@ def test_without_a_beam_library_the_networks_thickness_is_published(
     tiled_catalog, microscope, predictor, conditions, monkeypatch, caplog
 ):
     monkeypatch.setattr("stem_loop.inference.refine.stored_library", lambda spec: None)
+    live_refiner.cache_clear()  # an earlier test's refiner would not look for the library
     agent = InferenceAgent(
         predictor, conditions, batch_size=4, max_latency_s=0.05, refine_thickness_above=0.0
     )

@@ -51,8 +51,8 @@ def test_the_agent_figure_says_how_many_thicknesses_it_refined(option, fraction,
 def test_accuracy_report_is_called_with_the_doses(capsys, monkeypatch):
     calls = []
 
-    def report(predictor, doses=(1e5,), refine_thickness=False, **kwargs):
-        calls.append((doses, refine_thickness))
+    def report(predictor, doses=(1e5,), refine_thickness=False, draws=5, **kwargs):
+        calls.append((doses, refine_thickness, draws))
         summary = {"thickness_refined_nm_rms": 0.5} if refine_thickness else {}
         rows = [{"material": "Si", "exx_rms": 0.001}]
         return {"rows": rows, "summary": summary, "text": "ACCURACY TABLE"}
@@ -67,13 +67,14 @@ def test_accuracy_report_is_called_with_the_doses(capsys, monkeypatch):
     result = _last_json(out)
     assert result["accuracy"] == [{"material": "Si", "exx_rms": 0.001}]
     assert "thickness_refined_nm_rms" not in result
-    assert main([*argv, "--no-cpu", "--refine-thickness", "--json"]) == 0
+    assert main([*argv, "--no-cpu", "--refine-thickness", "--draws", "2", "--json"]) == 0
     assert _last_json(capsys.readouterr().out)["thickness_refined_nm_rms"] == 0.5
-    assert calls == [((1e3, 1e5), False), ((1e5,), True)]
+    assert calls == [((1e3, 1e5), False, 5), ((1e5,), True, 2)]
 
 
 @pytest.mark.parametrize(
-    "bad", [["--frames", "0"], ["--doses", "a,b"], ["--refine-thickness-above", "-1"]]
+    "bad",
+    [["--frames", "0"], ["--doses", "a,b"], ["--refine-thickness-above", "-1"], ["--draws", "0"]],
 )
 def test_bad_options_exit_with_usage(bad, capsys):
     with pytest.raises(SystemExit) as exited:
