@@ -102,8 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--heldout",
         action="store_true",
         help="also recompute the exact held-out set (12 abTEM runs on a 12.8 nm block, one "
-        "per core at a time; about an hour on 2 cores) and the exact validation set (6 runs, "
-        "about 35 minutes)",
+        "per core at a time; about an hour on 2 cores) and the exact validation set (12 runs, "
+        "about an hour)",
     )
     parser.add_argument(
         "--no-exact-calibration",

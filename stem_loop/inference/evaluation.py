@@ -61,6 +61,29 @@ def _run_conditions(meta: dict) -> list[tuple[BeamConditions, tuple[float, float
     ]
 
 
+#: Resamples of the crystals (runs) behind the rms intervals.
+BOOTSTRAP = 2000
+
+
+def crystal_interval(
+    errors: np.ndarray, run_index: np.ndarray, level: float = 0.9, seed: int = 0
+) -> tuple[float, float]:
+    """Interval of the rms of ``errors`` when the crystals (runs) are drawn again.
+
+    The patterns of one run share a crystal, so its errors are not independent; resampling
+    whole runs with replacement (:data:`BOOTSTRAP` times) says how far another set of as many
+    crystals could put the rms. Returns the central ``level`` percentile interval.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    runs = np.unique(run_index)
+    sums = np.array([np.nansum(errors[run_index == r] ** 2) for r in runs])
+    counts = np.array([np.sum(np.isfinite(errors[run_index == r])) for r in runs])
+    pick = np.random.default_rng(seed).integers(0, len(runs), (BOOTSTRAP, len(runs)))
+    rms = np.sqrt(sums[pick].sum(1) / np.maximum(counts[pick].sum(1), 1))
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(rms, tail)), float(np.percentile(rms, 100 - tail))
+
+
 def repeat_draws(heldout: dict, draws: int) -> dict:
     """The held-out set with every pattern ``draws`` times (run by run, so that
     :func:`predict_heldout` draws different Poisson counts for each copy); ``draws=1`` is the
@@ -207,7 +230,9 @@ def report(
     """Accuracy per material and beam condition at 1e5 e/frame, and strain error vs dose.
 
     Every rms pools ``draws`` Poisson draws of each pattern (seeds from ``seed`` on);
-    ``summary`` also gives each draw's own rms (``<name>_rms_per_draw``).
+    ``summary`` also gives each draw's own rms (``<name>_rms_per_draw``) and the interval the
+    rms would fall in if the crystals were drawn again (``<name>_rms_ci90``, see
+    :func:`crystal_interval`).
 
     Returns
     -------
@@ -295,6 +320,7 @@ def report(
         dose=top,
         frames=int(len(everything)),
         patterns=int(len(single["run_index"])),
+        crystals=int(len(np.unique(single["run_index"]))),
         ood=int(res["ood"].sum()),
         **{f"{k}_rms": _rms(res, everything, k) for k in DESCRIPTOR_NAMES},
         **{f"{k}_coverage_1sigma": coverage[k] for k in DESCRIPTOR_NAMES},
@@ -302,6 +328,14 @@ def report(
         **_refined_coverage(),
         draws=int(draws),
     )
+    for k in DESCRIPTOR_NAMES:
+        summary[f"{k}_rms_ci90"] = list(
+            crystal_interval(res["values"][k] - truth[k], heldout["run_index"])
+        )
+    for step, got in thickness_steps.items():
+        summary[f"thickness_{step}_nm_rms_ci90"] = list(
+            crystal_interval(got["thickness_nm"] - truth["thickness_nm"], heldout["run_index"])
+        )
     for k in DESCRIPTOR_NAMES:
         summary[f"{k}_rms_per_draw"] = [
             _rms(res, np.flatnonzero(heldout["draw_index"] == d), k) for d in range(draws)
@@ -371,6 +405,20 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
             f"{100 * s[f'thickness_{step}_coverage_1sigma']:.0f}%, "
             f"{100 * s[f'thickness_{step}_fraction_refined']:.0f}% of frames refined; {per}"
         )
+    ci = [
+        f"{k} {100 * s[f'{k}_rms_ci90'][0]:.3f}-{100 * s[f'{k}_rms_ci90'][1]:.3f}%"
+        for k in ("exx", "eyy", "exy")
+    ]
+    ci.append(
+        f"thickness {s['thickness_nm_rms_ci90'][0]:.2f}-{s['thickness_nm_rms_ci90'][1]:.2f} nm"
+    )
+    if "thickness_live_nm_rms_ci90" in s:
+        lo, hi = s["thickness_live_nm_rms_ci90"]
+        ci.append(f"live thickness {lo:.2f}-{hi:.2f} nm")
+    lines.append(
+        f"rms if the crystals were drawn again (90 % bootstrap interval over the "
+        f"{s['crystals']} crystals): " + ", ".join(ci)
+    )
     if s["draws"] > 1:
         spread = ", ".join(
             f"{k} {100 * min(s[f'{k}_rms_per_draw']):.3f}-{100 * max(s[f'{k}_rms_per_draw']):.3f}%"

@@ -5,13 +5,13 @@ frames): they measure the networks' own error. On exact multislice patterns the 
 carry the gap between fast and exact physics, most of all in thickness (held-out thickness
 1-sigma coverage 57.5 % over five Poisson draws, against the 68.27 % the calibration gives its
 own frames). This step measures that gap on a separate set of exact patterns, the *validation
-set*: the same kind of runs as the held-out set (:mod:`.heldout`), other random crystals (seed
-:data:`VALIDATION_SEED`), one per material and voltage, never used in training or in the
-held-out evaluation.
+set*: the same kind of runs as the held-out set (:mod:`.heldout`), other random crystals
+(seeds :data:`VALIDATION_SEEDS`), two per material and voltage, never used in training or in
+the held-out evaluation.
 
 Each output's factor is the 68.27 % quantile of ``|error / sigma|`` over the validation
 patterns (Poisson draws pooled), and at least 1: the fast-model calibration is fitted on far
-more frames, and exact physics can only add error to it, so a set of 48 patterns may widen a
+more frames, and exact physics can only add error to it, so a set of 96 patterns may widen a
 sigma but never narrows one.
 """
 
@@ -30,17 +30,18 @@ from .heldout import HeldoutRun, plan_heldout
 from .predictor import Predictor
 from .training import META_FILE
 
-#: Seed of the validation crystals (the held-out set's is ``plan_heldout``'s default).
-VALIDATION_SEED = 20261127
-#: Shipped validation set: one exact run per material and voltage, 48 patterns.
+#: Seeds of the validation crystals, one run per material and voltage each (the held-out
+#: set's is ``plan_heldout``'s default).
+VALIDATION_SEEDS = (20261127, 20261128)
+#: Shipped validation set: two exact runs per material and voltage, 96 patterns.
 SHIPPED_VALIDATION = Path(__file__).parent / "data" / "validation_exact.npz"
 #: Dose of the validation draws (that of the accuracy targets).
 VALIDATION_DOSE = 1e5
 
 
 def plan_validation() -> list[HeldoutRun]:
-    """The validation crystals: one random run per material and voltage."""
-    return plan_heldout(runs_per_condition=1, seed=VALIDATION_SEED)
+    """The validation crystals: one random run per material and voltage for each seed."""
+    return [run for seed in VALIDATION_SEEDS for run in plan_heldout(1, seed)]
 
 
 def exact_widening(

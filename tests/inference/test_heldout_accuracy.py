@@ -13,14 +13,14 @@ import pytest
 
 from sim_devices.sample import DESCRIPTOR_NAMES
 from stem_loop.inference import Predictor
-from stem_loop.inference.evaluation import load_heldout, report
+from stem_loop.inference.evaluation import crystal_interval, load_heldout, report
 from stem_loop.inference.heldout import SHIPPED_HELDOUT
 
 #: Issue #3 targets at 1e5 electrons per frame (strain as a fraction).
 TARGET = dict(strain=0.0010, thickness_nm=2.0, tilt_mrad=0.3, coverage=(0.60, 0.76))
 #: What the shipped ensemble must not fall behind on the shipped held-out set (12.8 nm exact
 #: block, five draws): measured strain 0.110/0.109/0.061 %, thickness 4.11 nm, tilt
-#: 0.109/0.131 mrad, coverage 67-75 % (sigmas widened on the exact validation set), with
+#: 0.109/0.131 mrad, coverage 66-73 % (sigmas widened on the exact validation set), with
 #: margin. exx and eyy strain (by about 10 %) and the networks' own thickness miss TARGET; the
 #: live thickness (doubtful frames refined) meets it. See the model card.
 REGRESSION = dict(strain=0.0012, thickness_nm=4.5, tilt_mrad=0.15)
@@ -79,11 +79,26 @@ def test_predicted_sigma_covers_the_errors(summary):
     assert np.all((covered >= lo) & (covered <= hi)), covered
 
 
+def test_crystal_interval_resamples_whole_runs():
+    runs = np.repeat(np.arange(6), 8)
+    same = np.tile(np.linspace(-1.0, 1.0, 8), 6)  # every crystal errs alike
+    lo, hi = crystal_interval(same, runs)
+    assert lo == pytest.approx(hi) == pytest.approx(np.sqrt(np.mean(same**2)))
+    one_bad = np.where(runs == 0, 10.0, 0.1)
+    lo, hi = crystal_interval(one_bad, runs)
+    assert lo < np.sqrt(np.mean(one_bad**2)) < hi
+    assert lo == pytest.approx(0.1)  # a redraw without the bad crystal is common
+    assert crystal_interval(one_bad, runs) == (lo, hi)  # seeded
+
+
 def test_the_rms_pools_several_draws(summary):
     assert summary["draws"] == 5 and summary["frames"] == 5 * summary["patterns"]
     per_draw = np.array(summary["exx_rms_per_draw"])
     assert len(set(per_draw)) == 5  # each draw its own Poisson counts
     assert np.sqrt(np.mean(per_draw**2)) == pytest.approx(summary["exx_rms"], rel=1e-9)
+    for name in ("exx", "eyy", "exy", "thickness_nm", "thickness_live_nm"):
+        lo, hi = summary[f"{name}_rms_ci90"]
+        assert lo < summary[f"{name}_rms"] < hi, name
 
 
 def _si_200(runs: int | None = None, thickness_nm: tuple[float, ...] | None = None) -> dict:
