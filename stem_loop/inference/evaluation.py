@@ -229,7 +229,8 @@ def report(
 ) -> dict:
     """Accuracy per material and beam condition at 1e5 e/frame, and strain error vs dose.
 
-    Every rms pools ``draws`` Poisson draws of each pattern (seeds from ``seed`` on);
+    Every rms pools ``draws`` Poisson draws of each pattern (one generator, seeded by
+    ``seed``; ``draws=1`` gives the single draw reported before);
     ``summary`` also gives each draw's own rms (``<name>_rms_per_draw``) and the interval the
     rms would fall in if the crystals were drawn again (``<name>_rms_ci90``, see
     :func:`crystal_interval`).
