@@ -197,10 +197,10 @@ REFINER_FRAMES = 64
 def _refiner_alone(predictor, frames, conditions, repeats: int) -> tuple[float, int]:
     """Best wall time to refine the thickness of the first frames, and how many (none where
     the conditions' beam library is not built: building it takes minutes)."""
-    from stem_loop.inference.refine import ThicknessRefiner
+    from stem_loop.inference.refine import live_refiner
 
     try:
-        refiner = ThicknessRefiner(conditions, contents="unstrained", build_library=False)
+        refiner = live_refiner(conditions)  # the agent's
     except FileNotFoundError:
         return float("nan"), 0
     part = frames[:REFINER_FRAMES]

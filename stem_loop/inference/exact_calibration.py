@@ -21,10 +21,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sim_devices.sample import DESCRIPTOR_NAMES
 
-from .calibration import ONE_SIGMA_COVERAGE
+from .calibration import coverage_scales
 from .evaluation import DRAWS, load_heldout, predict_heldout, repeat_draws
 from .heldout import HeldoutRun, plan_heldout
 from .predictor import Predictor
@@ -88,7 +89,7 @@ def exact_widening(
         ],
         axis=1,
     )
-    quantile = np.quantile(z, ONE_SIGMA_COVERAGE, axis=0)
+    quantile = coverage_scales(torch.as_tensor(z)).tolist()
     return dict(
         outputs=list(DESCRIPTOR_NAMES),
         factors=[float(max(1.0, q)) for q in quantile],
