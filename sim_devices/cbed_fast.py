@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .cbed_library import BeamLibrary, LibrarySpec, load_or_build
+from .disk_pixels import DiskPixels, compact, merge_shared_pixels
 from .optics import Beam, Detector
 from .strain_contents import DEFAULT_STEP, StrainContents
 
@@ -395,6 +396,92 @@ class FastCBED:
         series = ThicknessSeries(pixels, on_pixels, stored_nm, (rows, cols), on_pixels, stored_nm)
         return series.at(thickness)
 
+    def disk_pixels(
+        self,
+        strain: np.ndarray,
+        tilt_mrad: np.ndarray,
+        centre_px: np.ndarray,
+        *,
+        voxel: tuple[int, int, int] = (0, 0, 0),
+    ) -> DiskPixels:
+        """The disk geometry of a batch of crystals, as :meth:`thickness_series` works it out
+        for one, ready to be read at any stored thickness (:class:`DiskPixels`).
+
+        Parameters
+        ----------
+        strain : ndarray
+            ``(B, 3)`` ``exx, eyy, exy`` of each crystal.
+        tilt_mrad : ndarray
+            ``(B, 2)`` its tilt.
+        centre_px : ndarray
+            ``(B, 2)`` its optical axis (x, y) in pixels.
+        voxel : (int, int, int)
+            The content-strain grid point whose disk contents are read (all the batch's;
+            :meth:`~sim_devices.strain_contents.StrainContents.voxels` gives each crystal's).
+
+        Raises
+        ------
+        ValueError
+            If a tilt is beyond the fast model's range.
+        """
+        strain = np.atleast_2d(np.asarray(strain, dtype=np.float64))
+        tilt = np.atleast_2d(np.asarray(tilt_mrad, dtype=np.float64))
+        centre = torch.as_tensor(np.atleast_2d(np.asarray(centre_px, dtype=np.float64)))
+        self._check(np.full(len(tilt), self.thickness_range[0]), tilt)
+        by_direction = self._by_direction(self.volume_for(voxel))  # (G, K, K, T_stored)
+        b = len(strain)
+        rows, cols = self.detector.shape
+        disk_px = self.disk_centres_px(strain, (0.0, 0.0)) + centre[:, None, :]  # (B, G, 2)
+        # the disks whose patch reaches the frame, then their pixels inside it, then those
+        # the aperture reaches
+        reach = int(self.offsets.abs().max())
+        near, near_mask = compact(
+            (disk_px[..., 0] > -reach - 1)
+            & (disk_px[..., 0] < cols + reach)
+            & (disk_px[..., 1] > -reach - 1)
+            & (disk_px[..., 1] < rows + reach)
+        )
+        disk_px = torch.gather(disk_px, 1, near[..., None].expand(-1, -1, 2))
+        origin = torch.round(disk_px)
+        whole = origin.to(torch.int64)
+        col = whole[..., 0:1] + self.offsets[:, 0]
+        row = whole[..., 1:2] + self.offsets[:, 1]  # (B, G', M)
+        on_frame = (row >= 0) & (row < rows) & (col >= 0) & (col < cols) & near_mask[..., None]
+        frac = (origin - disk_px).to(torch.float32)  # pixel grid relative to the disk centre
+        q = (self.offsets_f + frac[:, :, None, :]).mul_(self.pixel)  # (B, G', M, 2) mrad
+        area = self._aperture_area(q).mul_(self.per_pixel)
+        inside, mask = compact((on_frame & (area > 0)).reshape(b, -1))
+        m = len(self.offsets)
+        beam = torch.gather(near, 1, inside // m)
+        area = torch.gather(area.reshape(b, -1), 1, inside) * mask
+        q = torch.gather(q.reshape(b, -1, 2), 1, inside[..., None].expand(-1, -1, 2))
+        pixels = torch.gather((row * cols + col).reshape(b, -1), 1, inside) * mask
+        # bilinear in the incident direction, as grid_sample (align_corners, border) does
+        k_lo, k_hi = float(self.library.k_mrad[0]), float(self.library.k_mrad[-1])
+        n_k = by_direction.shape[1]
+        shift = torch.as_tensor(tilt, dtype=torch.float32)[:, None, :] + k_lo
+        at = (q - shift).mul_((n_k - 1) / (k_hi - k_lo)).clamp_(0, n_k - 1)
+        low = at.floor().to(torch.int64).clamp_(max=n_k - 2)
+        frac = at - low
+        fx, fy = frac[..., 0], frac[..., 1]
+        base = (beam * n_k + low[..., 1]) * n_k + low[..., 0]
+        corners = torch.stack([base, base + 1, base + n_k, base + n_k + 1], dim=-1)
+        coefficients = torch.stack(
+            [(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1
+        ).mul_(area[..., None])
+        pixels, mask, corners, coefficients = merge_shared_pixels(
+            pixels, mask, corners, coefficients
+        )
+        return DiskPixels(
+            pixels=pixels,
+            mask=mask,
+            corners=corners,
+            coefficients=coefficients,
+            by_direction=by_direction.reshape(-1, by_direction.shape[-1]),
+            stored_thickness_nm=np.linspace(*self.thickness_range, by_direction.shape[-1]),
+            shape=(rows, cols),
+        )
+
     def _by_direction(self, volume: torch.Tensor) -> torch.Tensor:
         """``volume`` (G, 1, T, K, K) as (G, K, K, T): all stored thicknesses of one beam and
         incident direction side by side (kept for the last volume asked for)."""
@@ -407,10 +494,20 @@ class FastCBED:
     def _aperture_area(self, q: torch.Tensor) -> torch.Tensor:
         """Fraction of each pixel (centre ``q`` in mrad from the disk centre) inside the disk."""
         width = self.pixel / self.edge_subpixels
-        area = torch.zeros(q.shape[:-1], dtype=q.dtype)
+        # every sub-pixel's ramp is 1 (0) where the pixel centre is this far inside (outside)
+        # the edge: only the pixels in between are integrated
+        reach = float(self._subpixels.abs().max()) * np.sqrt(2.0) * self.pixel + width / 2
+        distance = q.norm(dim=-1)
+        area = (distance <= self.alpha - reach).to(q.dtype)
+        edge = torch.nonzero((distance > self.alpha - reach) & (distance < self.alpha + reach))
+        q_edge = q[tuple(edge.T)]
+        part = torch.zeros(len(q_edge), dtype=q.dtype)
         for offset in self._subpixels * self.pixel:
-            area += (q + offset).norm(dim=-1).sub_(self.alpha).div_(-width).add_(0.5).clamp_(0, 1)
-        return area.div_(len(self._subpixels))
+            part += (
+                (q_edge + offset).norm(dim=-1).sub_(self.alpha).div_(-width).add_(0.5).clamp_(0, 1)
+            )
+        area[tuple(edge.T)] = part.div_(len(self._subpixels))
+        return area
 
     def _render(
         self, strain: np.ndarray, tilt: np.ndarray, thickness: np.ndarray, volume: torch.Tensor
