@@ -311,14 +311,11 @@ class FastCBED:
     ) -> torch.Tensor:
         """Disk centres (x, y) in detector pixels for each strain ``(exx, eyy, exy)``, (B, G, 2),
         around the optical axis ``centre_px`` (default: the detector's)."""
-        e = np.atleast_2d(np.asarray(strain, dtype=np.float64))
-        # F = [[1 + exx, exy], [exy, 1 + eyy]] (symmetric); its inverse written out (numpy:
-        # a batched torch.linalg.inv of 2x2 matrices costs more than the rest of the render)
-        det = (1 + e[:, 0]) * (1 + e[:, 1]) - e[:, 2] ** 2
-        inverse = np.stack(
-            [np.stack([1 + e[:, 1], -e[:, 2]], -1), np.stack([-e[:, 2], 1 + e[:, 0]], -1)], -2
-        ) / det[:, None, None]
-        g_strained = self.g @ torch.as_tensor(inverse)  # rows g^T F^-1 = (F^-T g)^T
+        e = torch.as_tensor(np.atleast_2d(strain), dtype=torch.float64)
+        deform = torch.stack(
+            [torch.stack([1 + e[:, 0], e[:, 2]], -1), torch.stack([e[:, 2], 1 + e[:, 1]], -1)], -2
+        )  # (B, 2, 2), symmetric
+        g_strained = self.g @ torch.linalg.inv(deform)  # rows g^T F^-1 = (F^-T g)^T
         centre = torch.tensor(
             self.detector.center_px if centre_px is None else centre_px, dtype=torch.float64
         )

@@ -13,7 +13,7 @@ inserts a ``descriptors`` stream of its own into the run:
 * frames whose thickness the networks read with a sigma above ``refine_thickness_above``
   (2 nm by default; on the held-out exact set, the few whose reading can be far off) get their
   thickness refined by the fast forward model
-  (:func:`~stem_loop.inference.refine.refine_doubtful`, unstrained contents, 1.2 to 3.3 ms
+  (:func:`~stem_loop.inference.refine.refine_doubtful`, unstrained contents, 0.9 to 3.1 ms
   a frame on 2 CPU cores) before they are published;
 * each batch becomes an ``event_page`` of stream ``descriptors`` (composed with
   ``event_model``) holding, per frame, the six descriptors, their ``<name>_std``, ``ood``,

@@ -15,10 +15,11 @@ Frames are scanned :data:`CHUNK` at a time: :meth:`~sim_devices.cbed_fast.FastCB
 works out their disk geometry together and reads the stored thicknesses a pass needs for all
 of them, and :func:`batch_deviance` scores them (:func:`series_deviance`, one frame's
 :meth:`~sim_devices.cbed_fast.FastCBED.thickness_series`, is the form the tests hold it to).
-The disk contents are the unstrained library's (no set-up cost; 1.2 to 3.3 ms a frame on 2
-CPU cores over the twelve held-out conditions, 2.4 on average, against 4.0 to 11.4 when each
-frame was scanned alone) or the strained cell's (multislice on a content-strain grid: closer
-to exact physics, but each new grid point costs 15 to 60 s on 2 CPU cores, 0.15 s on a GPU).
+The disk contents are the unstrained library's (no set-up cost; 0.9 to 3.1 ms a frame on 2
+CPU cores over the twelve held-out conditions, about 2 on average, against 2.6 to 12.2, about
+7, when each frame was scanned alone) or the strained cell's (multislice on a content-strain
+grid: closer to exact physics, but each new grid point costs 15 to 60 s on 2 CPU cores, 0.15 s
+on a GPU).
 
 :func:`refine_doubtful` is the live step (:class:`stem_loop.agents.inference.InferenceAgent`,
 ``stem-loop predict``): only the frames whose networks' thickness sigma exceeds
