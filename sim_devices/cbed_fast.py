@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .cbed_library import BeamLibrary, LibrarySpec, load_or_build
-from .disk_pixels import DiskPixels, compact, merge_shared_pixels
+from .disk_pixels import DiskPixels, compact, merge_shared_pixels, stored_lerp
 from .optics import Beam, Detector
 from .strain_contents import DEFAULT_STEP, StrainContents
 
@@ -84,17 +84,8 @@ class ThicknessSeries:
         ValueError
             If a thickness lies outside the stored ones.
         """
-        stored = self.stored_thickness_nm
         t = np.atleast_1d(np.asarray(thickness_nm, dtype=np.float64))
-        if np.any((t < stored[0]) | (t > stored[-1])):
-            raise ValueError(
-                f"thickness outside the fast model's range {stored[0]:.1f}..{stored[-1]:.1f} nm"
-            )
-        at = (t - stored[0]) / (stored[-1] - stored[0]) * (len(stored) - 1)
-        below = np.clip(np.floor(at).astype(np.int64), 0, len(stored) - 2)
-        lerp = np.zeros((len(t), len(stored)), dtype=np.float32)
-        lerp[np.arange(len(t)), below] = 1 - (at - below)
-        lerp[np.arange(len(t)), below + 1] = at - below
+        lerp = stored_lerp(self.stored_thickness_nm, t)
         values = torch.as_tensor(lerp) @ self.stored_values
         return ThicknessSeries(
             self.pixels, values, t, self.shape, self.stored_values, self.stored_thickness_nm
@@ -332,9 +323,10 @@ class FastCBED:
 
         The same patterns as :meth:`patterns` with ``thickness_nm`` varied and the other
         descriptors held, but the disk geometry (positions, aperture weights, incident
-        directions) is worked out once and the stored thicknesses are interpolated for all of
-        them in one step, for the pixels inside the frame and the aperture only: what a
-        thickness scan needs (``tests/physics/test_cbed_fast.py`` checks the two agree).
+        directions) is worked out once (:meth:`disk_pixels` for one crystal) and the stored
+        thicknesses are interpolated for all of them in one step, for the pixels inside the
+        frame and the aperture only: what a thickness scan needs
+        (``tests/physics/test_cbed_fast.py`` checks the two agree).
 
         Parameters
         ----------
@@ -350,50 +342,18 @@ class FastCBED:
         tilt = np.array([[float(descriptors["tilt_x_mrad"]), float(descriptors["tilt_y_mrad"])]])
         thickness = np.atleast_1d(np.asarray(thickness_nm, dtype=np.float64))
         self._check(thickness, np.repeat(tilt, len(thickness), axis=0))
-        volume = self._by_direction(
-            self.volume_for(
-                tuple(int(v) for v in self.contents.voxels(strain)[0])
-                if self.contents is not None
-                else (0, 0, 0)
-            )
-        )  # (G, K, K, T_stored)
-        rows, cols = self.detector.shape
-        prow, pcol = self.padded_shape
-        disk_px = self.disk_centres_px(strain, centre_px)[0]  # (G, 2)
-        origin = torch.round(disk_px)
-        q = (self.offsets_f + (origin - disk_px).to(torch.float32)[:, None, :]).mul_(self.pixel)
-        weight = self._aperture_area(q).mul_(self.per_pixel).reshape(-1)  # (G * M,)
-        # the padded frame's pixels each disk pixel lands on; keep those inside the frame that
-        # the aperture reaches
-        corner = origin.to(torch.int64) + self.pad
-        corner[..., 0].clamp_(0, pcol - 1)
-        corner[..., 1].clamp_(0, prow - 1)
-        index = ((corner[..., 1] * pcol + corner[..., 0])[:, None] + self.offset_index).reshape(-1)
-        row, col = index // pcol - self.pad, index % pcol - self.pad
-        keep = (row >= 0) & (row < rows) & (col >= 0) & (col < cols) & (weight > 0)
-        beam = torch.arange(len(disk_px)).repeat_interleave(len(self.offsets))[keep]
-        # bilinear in the incident direction, as grid_sample (align_corners, border) does
-        k_lo, k_hi = float(self.library.k_mrad[0]), float(self.library.k_mrad[-1])
-        n_k = volume.shape[1]
-        shift = torch.as_tensor(tilt[0], dtype=torch.float32) + k_lo
-        at = (q.reshape(-1, 2)[keep] - shift).mul_((n_k - 1) / (k_hi - k_lo)).clamp_(0, n_k - 1)
-        low = at.floor().to(torch.int64).clamp_(max=n_k - 2)
-        frac = at - low
-        fx, fy = frac[:, 0:1], frac[:, 1:2]
-        x0, y0 = low[:, 0], low[:, 1]
-        stored = (
-            volume[beam, y0, x0] * ((1 - fx) * (1 - fy))
-            + volume[beam, y0, x0 + 1] * (fx * (1 - fy))
-            + volume[beam, y0 + 1, x0] * ((1 - fx) * fy)
-            + volume[beam, y0 + 1, x0 + 1] * (fx * fy)
-        ) * weight[keep, None]  # (P, T_stored): every stored thickness at each kept pixel
-        pixels, slot = torch.unique(row[keep] * cols + col[keep], return_inverse=True)
-        on_pixels = torch.zeros((len(pixels), n_stored := volume.shape[-1]), dtype=torch.float32)
-        on_pixels.index_add_(0, slot, stored)
-        # the stored thicknesses are evenly spaced from the range's low end to its high end
-        stored_nm = np.linspace(*self.thickness_range, n_stored)
-        on_pixels = on_pixels.T.contiguous()
-        series = ThicknessSeries(pixels, on_pixels, stored_nm, (rows, cols), on_pixels, stored_nm)
+        voxel = (
+            tuple(int(v) for v in self.contents.voxels(strain)[0])
+            if self.contents is not None
+            else (0, 0, 0)
+        )
+        centre = self.detector.center_px if centre_px is None else centre_px
+        disks = self.disk_pixels(strain, tilt, np.array([centre]), voxel=voxel)
+        kept = disks.mask[0]
+        pixels, order = torch.sort(disks.pixels[0][kept])
+        on_pixels = disks.stored()[0][kept][order].T.contiguous()  # (T_stored, S)
+        stored_nm = disks.stored_thickness_nm
+        series = ThicknessSeries(pixels, on_pixels, stored_nm, disks.shape, on_pixels, stored_nm)
         return series.at(thickness)
 
     def disk_pixels(
@@ -404,8 +364,9 @@ class FastCBED:
         *,
         voxel: tuple[int, int, int] = (0, 0, 0),
     ) -> DiskPixels:
-        """The disk geometry of a batch of crystals, as :meth:`thickness_series` works it out
-        for one, ready to be read at any stored thickness (:class:`DiskPixels`).
+        """The disk geometry of a batch of crystals (the pixels each disk reaches inside the
+        frame, their aperture areas and incident directions), ready to be read at any stored
+        thickness (:class:`DiskPixels`).
 
         Parameters
         ----------

@@ -1,14 +1,14 @@
 """The pixels a batch of crystals' disks reach, ready to be read at any stored thickness.
 
-:meth:`sim_devices.cbed_fast.FastCBED.thickness_series` works out one crystal's disk geometry
-and interpolates every stored thickness at once; a thickness scan of many frames repeats that
-per frame, about 60 small torch operations each. :class:`DiskPixels` holds the same geometry
-for a batch of crystals side by side (each frame's pixels in its own row, padded), so the
-bilinear reading of the beam library costs a few large operations for the whole batch, and
-:meth:`DiskPixels.stored` reads every stored thickness of every entry at once and
-:meth:`DiskPixels.at` interpolates any others from those.
-``tests/physics/test_disk_pixels.py`` checks that each row equals the frame's own
-:class:`~sim_devices.cbed_fast.ThicknessSeries`.
+:meth:`sim_devices.cbed_fast.FastCBED.disk_pixels` works out the disk geometry of a batch of
+crystals side by side (each frame's pixels in its own row, padded), so a thickness scan of
+many frames costs a few large torch operations for the whole batch instead of some 60 small
+ones per frame; :meth:`DiskPixels.stored` reads every stored thickness of every entry at once
+and :meth:`DiskPixels.at` interpolates any others from those (:func:`stored_lerp`, as
+:meth:`sim_devices.cbed_fast.ThicknessSeries.at` does).
+:meth:`~sim_devices.cbed_fast.FastCBED.thickness_series` is the same geometry for one crystal,
+which ``tests/physics/test_cbed_fast.py`` checks against the rendered patterns;
+``tests/physics/test_disk_pixels.py`` checks that each row of a batch equals its crystal alone.
 """
 
 from __future__ import annotations
@@ -102,17 +102,37 @@ class DiskPixels:
         ValueError
             If a thickness lies outside the stored ones.
         """
-        grid = self.stored_thickness_nm
-        t = np.asarray(thickness_nm, dtype=np.float64)
-        if np.any((t < grid[0]) | (t > grid[-1])):
-            raise ValueError(f"thickness outside the stored {grid[0]:.1f}..{grid[-1]:.1f} nm")
-        place = (t - grid[0]) / (grid[-1] - grid[0]) * (len(grid) - 1)
-        below = np.clip(np.floor(place).astype(np.int64), 0, len(grid) - 2)
-        lerp = np.zeros((len(t), len(grid), t.shape[1]), dtype=np.float32)
-        rows, points = np.arange(len(t))[:, None], np.arange(t.shape[1])[None, :]
-        lerp[rows, below, points] = 1.0 - (place - below)
-        lerp[rows, below + 1, points] = place - below
+        lerp = stored_lerp(self.stored_thickness_nm, np.asarray(thickness_nm, dtype=np.float64))
+        lerp = np.ascontiguousarray(lerp.transpose(0, 2, 1))  # (B, T_stored, T)
         return torch.bmm(stored, torch.as_tensor(lerp))
+
+
+def stored_lerp(stored_nm: np.ndarray, thickness_nm: np.ndarray) -> np.ndarray:
+    """Weights of the stored thicknesses ``stored_nm`` (evenly spaced) that give each of
+    ``thickness_nm``: linear between the two around it.
+
+    Returns
+    -------
+    ndarray
+        ``thickness_nm.shape + (len(stored_nm),)`` float32.
+
+    Raises
+    ------
+    ValueError
+        If a thickness lies outside the stored ones.
+    """
+    t = np.asarray(thickness_nm, dtype=np.float64)
+    if np.any((t < stored_nm[0]) | (t > stored_nm[-1])):
+        raise ValueError(
+            f"thickness outside the fast model's range {stored_nm[0]:.1f}..{stored_nm[-1]:.1f} nm"
+        )
+    place = (t - stored_nm[0]) / (stored_nm[-1] - stored_nm[0]) * (len(stored_nm) - 1)
+    below = np.clip(np.floor(place).astype(np.int64), 0, len(stored_nm) - 2)
+    above = place - below
+    lerp = np.zeros((*t.shape, len(stored_nm)), dtype=np.float32)
+    np.put_along_axis(lerp, below[..., None], (1.0 - above)[..., None], axis=-1)
+    np.put_along_axis(lerp, below[..., None] + 1, above[..., None], axis=-1)
+    return lerp
 
 
 def compact(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,10 +167,10 @@ def merge_shared_pixels(
     corners) and the later entry is masked out. Rows without shared pixels are unchanged.
     """
     b, length = pixels.shape
-    key = torch.where(mask, pixels, torch.full_like(pixels, -1))
     hits = torch.zeros((b, int(pixels.max()) + 1), dtype=torch.int32)
     if not bool((hits.scatter_add_(1, pixels, mask.to(torch.int32)) > 1).any()):
         return pixels, mask, corners, coefficients
+    key = torch.where(mask, pixels, torch.full_like(pixels, -1))
     order = torch.argsort(key, dim=1, stable=True)
     ordered = torch.gather(key, 1, order)
     repeat = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)

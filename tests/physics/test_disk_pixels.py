@@ -1,4 +1,9 @@
-"""A batch's disk geometry (FastCBED.disk_pixels) against each frame's own thickness series."""
+"""A batch's disk geometry (FastCBED.disk_pixels) against each crystal alone.
+
+``FastCBED.thickness_series`` is the geometry of one crystal (checked against the rendered
+patterns in ``test_cbed_fast.py``); here the rows of a batch, whose crystals reach different
+numbers of pixels and are padded to the longest, must each read as that crystal alone.
+"""
 
 from __future__ import annotations
 
