@@ -13,7 +13,7 @@ inserts a ``descriptors`` stream of its own into the run:
 * frames whose thickness the networks read with a sigma above ``refine_thickness_above``
   (2 nm by default; on the held-out exact set, the few whose reading can be far off) get their
   thickness refined by the fast forward model
-  (:func:`~stem_loop.inference.refine.refine_doubtful`, unstrained contents, 0.9 to 3.1 ms
+  (:func:`~stem_loop.inference.refine.refine_doubtful`, unstrained contents, 0.7 to 3.1 ms
   a frame on 2 CPU cores) before they are published;
 * each batch becomes an ``event_page`` of stream ``descriptors`` (composed with
   ``event_model``) holding, per frame, the six descriptors, their ``<name>_std``, ``ood``,
@@ -75,6 +75,12 @@ UNITS: dict[str, str] = {
 #: Default detector image key and probe position keys.
 DEFAULT_IMAGE_SUFFIX = "-image"
 DEFAULT_POSITION_KEYS: tuple[str, str] = ("scan_gen-x", "scan_gen-y")
+#: Batches inferred side by side by default. Two keep both cores of a small edge computer busy
+#: (one batch's serial steps and small operations leave a core idle, and the thickness
+#: refinement of one batch overlaps the networks of the next; torch's threads sleep while they
+#: wait, stem_loop sets ``OMP_WAIT_POLICY=PASSIVE``) and suit a GPU, which wants a batch queued
+#: while one runs.
+DEFAULT_WORKERS = 2
 #: Start-document key holding a ``BeamConditions.as_dict()``.
 CONDITIONS_MD_KEY = "beam_conditions"
 
@@ -311,9 +317,8 @@ class InferenceAgent:
     background : bool
         Read and infer on a worker thread (default); ``False`` does it inside the callback.
     workers : int
-        Batches inferred at once on threads of their own (with ``background``). More than one
-        pays off with ``torch.set_num_threads(1)``: the batches run side by side on the cores
-        instead of one batch's threads waiting for each other. Pages stay in frame order.
+        Batches inferred at once on threads of their own (with ``background``; default
+        :data:`DEFAULT_WORKERS`). Pages stay in frame order.
     stop_timeout_s : float
         Longest wait for the backlog at the end of a run before the stop document is forwarded
         anyway (later results of that run are then only given to listeners).
@@ -342,7 +347,7 @@ class InferenceAgent:
         background: bool = True,
         stop_timeout_s: float = 600.0,
         position_wait_s: float = 2.0,
-        workers: int = 1,
+        workers: int = DEFAULT_WORKERS,
         refine_thickness_above: float | None = DOUBTFUL_STD_NM,
     ) -> None:
         if refine_thickness_above is not None and not refine_thickness_above >= 0:

@@ -421,7 +421,7 @@ def run_inference_bench(
     threads: int | None = None,
     batch: int = 256,
     repeats: int = 2,
-    workers: int = 1,
+    workers: int | None = None,
     gpu: bool = True,
     cpu: bool = True,
     device: str = "cuda",
@@ -449,8 +449,9 @@ def run_inference_bench(
         Frames per batch (read, front end, network) on the CPU.
     repeats : int
         Each figure is the best of this many runs.
-    workers : int
-        Batches the agent infers at once (its ``workers``).
+    workers : int, optional
+        Batches the agent infers at once (its ``workers``; default the agent's,
+        :data:`stem_loop.agents.inference.DEFAULT_WORKERS`).
     gpu : bool
         Also measure on ``device`` if this machine has it.
     cpu : bool
@@ -495,9 +496,11 @@ def run_inference_bench(
     """
     import torch
 
+    from stem_loop.agents.inference import DEFAULT_WORKERS
     from stem_loop.inference import Predictor
     from stem_loop.inference.refine import DOUBTFUL_STD_NM
 
+    workers = DEFAULT_WORKERS if workers is None else workers
     if not live_refinement:
         refine_thickness_above = None
     elif refine_thickness_above is None:
@@ -633,7 +636,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=256, help="frames per batch")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     parser.add_argument(
-        "--workers", type=int, default=1, help="batches the agent infers at once (threads)"
+        "--workers",
+        type=int,
+        default=None,
+        help="batches the agent infers at once (threads; default: the agent's, 2)",
     )
     parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA device")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU figures")

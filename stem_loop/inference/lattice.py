@@ -212,8 +212,11 @@ class DiskLattice:
     def _windows(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, D, S, S)`` windows of ``images`` around the nominal disk positions."""
         n = images.shape[0]
-        return images.reshape(n, -1)[:, self.window_index].reshape(
-            n, self.n_disks, self.size, self.size
+        # index_select: about half the time of advanced indexing here
+        return (
+            images.reshape(n, -1)
+            .index_select(1, self.window_index)
+            .reshape(n, self.n_disks, self.size, self.size)
         )
 
     def measure(

@@ -36,6 +36,24 @@ def counts_on(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
     return frames.to(device, non_blocking=True).to(torch.float32)
 
 
+def saturated_pixels(frames: torch.Tensor, level: float) -> torch.Tensor:
+    """``(N,)`` float32 count of the pixels at or above ``level`` in each ``(N, rows, cols)``
+    frame.
+
+    On the CPU, counting a comparison over every pixel costs about fifty times a maximum
+    (12 against 0.2 ms for 256 frames of 128 x 128 on 2 cores), and few frames have any: only
+    frames that reach ``level`` are counted. Elsewhere the count is one kernel, and the check
+    would stall the device queue.
+    """
+    if frames.device.type != "cpu":
+        return (frames >= level).sum((1, 2), dtype=torch.float32)
+    out = frames.new_zeros(frames.shape[0])
+    hit = frames.amax((1, 2)) >= level
+    if bool(hit.any()):
+        out[hit] = (frames[hit] >= level).sum((1, 2), dtype=torch.float32)
+    return out
+
+
 class Preprocessor:
     """Register the lattice of frames recorded under one set of conditions.
 
@@ -73,7 +91,7 @@ class Preprocessor:
         frames = counts_on(frames, self.device)
         n = frames.shape[0]
         total = frames.sum((1, 2))
-        saturated = (frames >= self.saturation).sum((1, 2))
+        saturated = saturated_pixels(frames, self.saturation)
         fit, disks = self.lattice.measure(frames, total)
         d = disks.shape[1]
         crops = disks.new_zeros((n, MAX_DISKS, *disks.shape[-2:]))

@@ -11,11 +11,12 @@ deviance 6,400 between the two at 10^5 electrons).
 tilt the networks read and the optical axis the lattice fit found, with pixel-integrated disk
 edges, and returns the thickness whose pattern explains the counts best: the least Poisson
 deviance, with the pattern scaled to the frame's total counts, so the dose need not be known.
-Frames are scanned :data:`CHUNK` at a time: :meth:`~sim_devices.cbed_fast.FastCBED.disk_pixels`
-works out their disk geometry together and reads the stored thicknesses a pass needs for all
-of them, and :func:`batch_deviance` scores them (:func:`series_deviance`, one frame's
+Frames are scanned a chunk at a time (:data:`CHUNK_ENTRIES`):
+:meth:`~sim_devices.cbed_fast.FastCBED.disk_pixels` works out their disk geometry together
+and reads the stored thicknesses a pass needs for all of them, and :func:`batch_deviance`
+scores them (:func:`series_deviance`, one frame's
 :meth:`~sim_devices.cbed_fast.FastCBED.thickness_series`, is the form the tests hold it to).
-The disk contents are the unstrained library's (no set-up cost; 0.9 to 3.1 ms a frame on 2
+The disk contents are the unstrained library's (no set-up cost; 0.7 to 3.1 ms a frame on 2
 CPU cores over the twelve held-out conditions, about 2 on average, against 2.6 to 12.2, about
 7, when each frame was scanned alone) or the strained cell's (multislice on a content-strain
 grid: closer to exact physics, but each new grid point costs 15 to 60 s on 2 CPU cores, 0.15 s
@@ -278,12 +279,14 @@ class ThicknessRefiner:
             strain_contents=contents == "multislice",
         )
         self.front_end = Preprocessor(conditions)
+        #: Frames scanned together (:data:`CHUNK_ENTRIES`, :data:`CHUNK_FRAMES`).
+        self.chunk = int(np.clip(CHUNK_ENTRIES // disk_entries(self.model), *CHUNK_FRAMES))
 
     def refine(self, frames: np.ndarray, prediction: Prediction) -> ThicknessRefinement:
         """Refined thickness of each ``(N, rows, cols)`` frame (counts) read as ``prediction``.
 
         The optical axis is the prediction's ``origin_px`` (the lattice fit's), else fitted
-        here. Frames are scanned :data:`CHUNK` at a time (:meth:`FastCBED.disk_pixels
+        here. Frames are scanned :attr:`chunk` at a time (:meth:`FastCBED.disk_pixels
         <sim_devices.cbed_fast.FastCBED.disk_pixels>`, :func:`batch_deviance`).
 
         Raises
@@ -316,8 +319,8 @@ class ThicknessRefiner:
                 groups.setdefault(voxel, []).append(i)
         for voxel, members in groups.items():
             members = np.asarray(members, dtype=np.int64)
-            # chunks of even size (nine frames: five and four, not eight and one)
-            for sel in np.array_split(members, -(-len(members) // CHUNK) or 1):
+            # chunks of even size (nine frames of eight a chunk: five and four, not eight and one)
+            for sel in np.array_split(members, -(-len(members) // self.chunk) or 1):
                 if not len(sel):
                     continue
                 disks = self.model.disk_pixels(strain[sel], tilt[sel], origins[sel], voxel=voxel)
@@ -382,8 +385,29 @@ class ThicknessRefiner:
         return deviance, fine[:, -1]
 
 
-#: Frames scanned together (their disk entries, times the stored thicknesses, stay in cache).
-CHUNK = 8
+#: Disk entries (pixels the disks reach, summed over frames) scanned together: a chunk holds
+#: as many frames as fit, within :data:`CHUNK_FRAMES`. Fewer, larger calls pay for small disks
+#: and for the live agent's few doubtful frames a batch; beyond about 100,000 entries the
+#: entries times the stored thicknesses leave the cache and large disks slow down.
+CHUNK_ENTRIES = 100_000
+#: Fewest and most frames a chunk holds.
+CHUNK_FRAMES = (4, 32)
+
+
+def disk_entries(model: FastCBED) -> int:
+    """Pixels the disks of an unstrained, untilted crystal reach on ``model``'s detector (a
+    frame's entries in :class:`~sim_devices.disk_pixels.DiskPixels`, to within the few that
+    strain and the optical axis move in or out), at least 1."""
+    rows, cols = model.detector.shape
+    centres = model.disk_centres_px(np.zeros((1, 3)))[0].numpy()  # (G, 2) x, y
+    y, x = np.mgrid[0:rows, 0:cols]
+    reach = model.alpha / model.pixel + 0.5
+    near = (np.abs(centres[:, 0] - (cols - 1) / 2) < cols / 2 + reach) & (
+        np.abs(centres[:, 1] - (rows - 1) / 2) < rows / 2 + reach
+    )
+    count = sum(int(((x - cx) ** 2 + (y - cy) ** 2 < reach**2).sum()) for cx, cy in centres[near])
+    return max(count, 1)
+
 
 #: Disk radius (pixels) from which the coarse pass reads every other row and column only.
 THIN_RADIUS_PX = 5.0

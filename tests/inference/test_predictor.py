@@ -1,4 +1,4 @@
-"""The shipped model: safe loading, OOD flags, refusals."""
+"""The shipped model: safe loading, OOD flags (saturation counted), refusals."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from stem_loop.inference import BeamConditions, Predictor
 from stem_loop.inference.predictor import SHIPPED_WEIGHTS
+from stem_loop.inference.preprocess import saturated_pixels
 from stem_loop.inference.training import WEIGHTS_FILE
 
 from .conftest import random_descriptors
@@ -116,3 +117,14 @@ def test_gpu_prediction_agrees_with_the_cpu(predictor, frames, si_conditions, tf
         assert diff <= tolerance * scale, f"{name}: GPU and CPU differ by {diff:.3g}"
         ratio = np.abs(on_gpu.std[name][ok] / on_cpu.std[name][ok] - 1).max()
         assert ratio <= 1e-3 * scale, f"{name}_std: GPU and CPU differ by {ratio:.3g} (relative)"
+
+
+def test_saturated_pixels_are_counted_only_where_a_frame_reaches_the_level():
+    rng = np.random.default_rng(3)
+    frames = torch.as_tensor(rng.poisson(20.0, (6, 32, 32)).astype(np.float32))
+    frames[1, 3:5, 7:10] = 65535.0  # 6 pixels
+    frames[4, 0, 0] = 70000.0  # above the level counts too
+    counts = saturated_pixels(frames, 65535.0)
+    assert counts.tolist() == [0, 6, 0, 0, 1, 0]
+    assert torch.equal(counts, (frames >= 65535.0).sum((1, 2)).to(torch.float32))
+    assert saturated_pixels(frames[[0, 2]], 65535.0).tolist() == [0, 0]

@@ -15,8 +15,11 @@ from sim_devices.cbed_fast import FastCBED
 from stem_loop.inference import BeamConditions, Predictor
 from stem_loop.inference.predictor import Prediction
 from stem_loop.inference.refine import (
+    CHUNK_ENTRIES,
+    CHUNK_FRAMES,
     ThicknessRefiner,
     batch_deviance,
+    disk_entries,
     poisson_deviance,
     refine_doubtful,
     series_deviance,
@@ -132,6 +135,23 @@ def test_the_coarse_to_fine_search_finds_what_the_full_scan_finds(unstrained_fra
         np.testing.assert_allclose(fast.network_deviance, full.network_deviance, rtol=1e-5)
     with pytest.raises(ValueError, match="search"):
         ThicknessRefiner(conditions, contents="unstrained", search="random")
+
+
+def test_chunks_are_sized_by_disk_entries_and_do_not_change_the_result(unstrained_frames):
+    conditions, frames, reading, _ = unstrained_frames
+    refiner = ThicknessRefiner(conditions, contents="unstrained")
+    model = refiner.model
+    disks = model.disk_pixels(np.zeros((1, 3)), np.zeros((1, 2)), np.array([(63.5, 63.5)]))
+    assert disk_entries(model) == pytest.approx(int(disks.mask.sum()), rel=0.05)
+    lo, hi = CHUNK_FRAMES
+    assert lo <= refiner.chunk <= hi
+    assert refiner.chunk == min(max(CHUNK_ENTRIES // disk_entries(model), lo), hi)
+    whole = refiner.refine(frames, reading)
+    refiner.chunk = 2  # five frames: chunks of two, two and one
+    # a chunk's padding changes only the float32 sums' order
+    np.testing.assert_allclose(
+        refiner.refine(frames, reading).thickness_nm, whole.thickness_nm, rtol=0, atol=1e-4
+    )
 
 
 def test_the_batch_deviance_is_each_frames_series_deviance(unstrained_frames):
