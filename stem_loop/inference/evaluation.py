@@ -54,6 +54,41 @@ def load_heldout(path: str | Path = SHIPPED_HELDOUT) -> dict:
     return out
 
 
+def merge_heldout(*sets: dict) -> dict:
+    """Several held-out sets (as :func:`load_heldout` returns them) as one, to pool their
+    crystals: patterns and descriptors concatenated, runs numbered on, metadata runs in order.
+
+    Raises
+    ------
+    ValueError
+        If no set is given, or the sets differ in thicknesses, stored dose, frame shape or
+        multislice settings (their errors would not be comparable).
+    """
+    if not sets:
+        raise ValueError("merge_heldout needs at least one held-out set")
+    first = sets[0]
+    for key in ("thicknesses_nm", "stored_dose", "settings"):
+        for other in sets[1:]:
+            if other["meta"][key] != first["meta"][key]:
+                raise ValueError(
+                    f"held-out sets differ in {key}: {first['meta'][key]} and {other['meta'][key]}"
+                )
+    shapes = {s["counts"].shape[1:] for s in sets}
+    if len(shapes) > 1:
+        raise ValueError(f"held-out sets differ in frame shape: {sorted(shapes)}")
+    out = {
+        key: np.concatenate([s[key] for s in sets])
+        for key in first
+        if key not in ("meta", "run_index")
+    }
+    offsets = np.cumsum([0] + [len(s["meta"]["runs"]) for s in sets[:-1]])
+    out["run_index"] = np.concatenate(
+        [s["run_index"] + o for s, o in zip(sets, offsets, strict=True)]
+    )
+    out["meta"] = dict(first["meta"], runs=[run for s in sets for run in s["meta"]["runs"]])
+    return out
+
+
 def _run_conditions(meta: dict) -> list[tuple[BeamConditions, tuple[float, float]]]:
     return [
         (BeamConditions(**run["conditions"]), tuple(run["center_offset_px"]))

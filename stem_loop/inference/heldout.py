@@ -40,6 +40,14 @@ HELDOUT_THICKNESSES_NM = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)
 STORED_DOSE = 1e5
 #: Shipped held-out set.
 SHIPPED_HELDOUT = Path(__file__).parent / "data" / "heldout_exact.npz"
+#: Seed of the shipped held-out set's crystals (:func:`plan_heldout`'s default).
+HELDOUT_SEED = 20261124
+#: A second shipped held-out set: twelve more crystals (:data:`SECOND_HELDOUT_SEED`; never
+#: used in training, calibration or validation), to pool with the first where twelve crystals
+#: leave the rms too uncertain (``benchmarks/heldout_pooled.py``).
+SECOND_HELDOUT = Path(__file__).parent / "data" / "heldout_exact_b.npz"
+#: Seed of its crystals (:func:`plan_heldout` with two runs per material and voltage).
+SECOND_HELDOUT_SEED = 20261129
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class HeldoutRun:
     center_offset_px: tuple[float, float]
 
 
-def plan_heldout(runs_per_condition: int = 2, seed: int = 20261124) -> list[HeldoutRun]:
+def plan_heldout(runs_per_condition: int = 2, seed: int = HELDOUT_SEED) -> list[HeldoutRun]:
     """Random crystals for every material and training voltage (seeded)."""
     rng = np.random.default_rng(seed)
     runs = []
