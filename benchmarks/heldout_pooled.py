@@ -28,15 +28,15 @@ from stem_loop.inference import Predictor
 from stem_loop.inference.evaluation import DRAWS, load_heldout, merge_heldout, report
 from stem_loop.inference.heldout import SECOND_HELDOUT, SHIPPED_HELDOUT
 
-#: Summary columns: (label, summary key, scale to the printed unit).
+#: Summary columns: (label, rms key, scale to the printed unit, coverage key).
 COLUMNS = (
-    ("exx %", "exx", 100.0),
-    ("eyy %", "eyy", 100.0),
-    ("exy %", "exy", 100.0),
-    ("thick nm", "thickness_nm", 1.0),
-    ("live nm", "thickness_live_nm", 1.0),
-    ("tilt x", "tilt_x_mrad", 1.0),
-    ("tilt y", "tilt_y_mrad", 1.0),
+    ("exx %", "exx", 100.0, "exx"),
+    ("eyy %", "eyy", 100.0, "eyy"),
+    ("exy %", "exy", 100.0, "exy"),
+    ("thick nm", "thickness_nm", 1.0, "thickness_nm"),
+    ("live nm", "thickness_live_nm", 1.0, "thickness_live"),
+    ("tilt x", "tilt_x_mrad", 1.0, "tilt_x_mrad"),
+    ("tilt y", "tilt_y_mrad", 1.0, "tilt_y_mrad"),
 )
 
 
@@ -62,14 +62,12 @@ def main() -> None:
         )
         s = result["summary"]
         cells = []
-        for _, key, scale in COLUMNS:
+        for _, key, scale, _ in COLUMNS:
             lo, hi = s[f"{key}_rms_ci90"]
             cells.append(f"{scale * s[f'{key}_rms']:.3f} ({scale * lo:.3f}-{scale * hi:.3f})")
         print(f"{name:8s} {s['crystals']:8d} " + " ".join(f"{c:>16s}" for c in cells))
         coverage = ", ".join(
-            f"{key} {100 * s[f'{key}_coverage_1sigma']:.0f} %"
-            for key in (c[1].replace("_nm", "") if "live" in c[1] else c[1] for c in COLUMNS)
-            if f"{key}_coverage_1sigma" in s
+            f"{key} {100 * s[f'{key}_coverage_1sigma']:.0f} %" for *_, key in COLUMNS
         )
         print(f"{'':8s} 1-sigma covers: {coverage}; {time.perf_counter() - start:.0f} s")
         pooled = result
