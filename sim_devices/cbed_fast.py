@@ -385,11 +385,43 @@ class FastCBED:
         ValueError
             If a tilt is beyond the fast model's range.
         """
+        pixels, mask, corners, coefficients = self._disk_geometry(strain, tilt_mrad, centre_px)
+        # the contents are fetched only now: for a new content-strain grid point that is a
+        # multislice (seconds to a minute on a CPU), which the geometry never needs
+        by_direction = self._by_direction(self.volume_for(voxel))  # (G, K, K, T_stored)
+        return DiskPixels(
+            pixels=pixels,
+            mask=mask,
+            corners=corners,
+            coefficients=coefficients,
+            by_direction=by_direction.reshape(-1, by_direction.shape[-1]),
+            stored_thickness_nm=np.linspace(*self.thickness_range, by_direction.shape[-1]),
+            shape=self.detector.shape,
+        )
+
+    def disk_entries(
+        self, strain: np.ndarray, tilt_mrad: np.ndarray, centre_px: np.ndarray
+    ) -> np.ndarray:
+        """``(B,)`` pixels the disks of each crystal reach inside the frame: the entries of
+        its row in :meth:`disk_pixels` (same arguments), without fetching any disk contents.
+
+        Raises
+        ------
+        ValueError
+            If a tilt is beyond the fast model's range.
+        """
+        mask = self._disk_geometry(strain, tilt_mrad, centre_px)[1]
+        return mask.sum(1).numpy()
+
+    def _disk_geometry(
+        self, strain: np.ndarray, tilt_mrad: np.ndarray, centre_px: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``pixels, mask, corners, coefficients`` of :class:`DiskPixels` (see
+        :meth:`disk_pixels`): the library's shape is all they need, not its values."""
         strain = np.atleast_2d(np.asarray(strain, dtype=np.float64))
         tilt = np.atleast_2d(np.asarray(tilt_mrad, dtype=np.float64))
         centre = torch.as_tensor(np.atleast_2d(np.asarray(centre_px, dtype=np.float64)))
         self._check(np.full(len(tilt), self.thickness_range[0]), tilt)
-        by_direction = self._by_direction(self.volume_for(voxel))  # (G, K, K, T_stored)
         b = len(strain)
         rows, cols = self.detector.shape
         disk_px = self.disk_centres_px(strain, (0.0, 0.0)) + centre[:, None, :]  # (B, G, 2)
@@ -419,7 +451,7 @@ class FastCBED:
         pixels = torch.gather((row * cols + col).reshape(b, -1), 1, inside) * mask
         # bilinear in the incident direction, as grid_sample (align_corners, border) does
         k_lo, k_hi = float(self.library.k_mrad[0]), float(self.library.k_mrad[-1])
-        n_k = by_direction.shape[1]
+        n_k = self.volume.shape[-1]  # (G, 1, T_stored, K, K), as every content volume
         shift = torch.as_tensor(tilt, dtype=torch.float32)[:, None, :] + k_lo
         at = (q - shift).mul_((n_k - 1) / (k_hi - k_lo)).clamp_(0, n_k - 1)
         low = at.floor().to(torch.int64).clamp_(max=n_k - 2)
@@ -430,18 +462,7 @@ class FastCBED:
         coefficients = torch.stack(
             [(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1
         ).mul_(area[..., None])
-        pixels, mask, corners, coefficients = merge_shared_pixels(
-            pixels, mask, corners, coefficients
-        )
-        return DiskPixels(
-            pixels=pixels,
-            mask=mask,
-            corners=corners,
-            coefficients=coefficients,
-            by_direction=by_direction.reshape(-1, by_direction.shape[-1]),
-            stored_thickness_nm=np.linspace(*self.thickness_range, by_direction.shape[-1]),
-            shape=(rows, cols),
-        )
+        return merge_shared_pixels(pixels, mask, corners, coefficients)
 
     def _by_direction(self, volume: torch.Tensor) -> torch.Tensor:
         """``volume`` (G, 1, T, K, K) as (G, K, K, T): all stored thicknesses of one beam and

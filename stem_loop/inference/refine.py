@@ -395,18 +395,11 @@ CHUNK_FRAMES = (4, 32)
 
 
 def disk_entries(model: FastCBED) -> int:
-    """Pixels the disks of an unstrained, untilted crystal reach on ``model``'s detector (a
-    frame's entries in :class:`~sim_devices.disk_pixels.DiskPixels`, to within the few that
-    strain and the optical axis move in or out), at least 1."""
-    rows, cols = model.detector.shape
-    centres = model.disk_centres_px(np.zeros((1, 3)))[0].numpy()  # (G, 2) x, y
-    y, x = np.mgrid[0:rows, 0:cols]
-    reach = model.alpha / model.pixel + 0.5
-    near = (np.abs(centres[:, 0] - (cols - 1) / 2) < cols / 2 + reach) & (
-        np.abs(centres[:, 1] - (rows - 1) / 2) < rows / 2 + reach
-    )
-    count = sum(int(((x - cx) ** 2 + (y - cy) ** 2 < reach**2).sum()) for cx, cy in centres[near])
-    return max(count, 1)
+    """Entries of an unstrained, untilted crystal on the optical axis of ``model``'s detector
+    (:meth:`~sim_devices.cbed_fast.FastCBED.disk_entries`: the pixels its disks reach; strain,
+    tilt and the optical axis move a few in or out), at least 1. No disk contents are fetched."""
+    centre = np.array([model.detector.center_px], dtype=np.float64)
+    return max(int(model.disk_entries(np.zeros((1, 3)), np.zeros((1, 2)), centre)[0]), 1)
 
 
 #: Disk radius (pixels) from which the coarse pass reads every other row and column only.

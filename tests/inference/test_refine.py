@@ -142,7 +142,7 @@ def test_chunks_are_sized_by_disk_entries_and_do_not_change_the_result(unstraine
     refiner = ThicknessRefiner(conditions, contents="unstrained")
     model = refiner.model
     disks = model.disk_pixels(np.zeros((1, 3)), np.zeros((1, 2)), np.array([(63.5, 63.5)]))
-    assert disk_entries(model) == pytest.approx(int(disks.mask.sum()), rel=0.05)
+    assert disk_entries(model) == int(disks.mask.sum()) > 0
     lo, hi = CHUNK_FRAMES
     assert lo <= refiner.chunk <= hi
     assert refiner.chunk == min(max(CHUNK_ENTRIES // disk_entries(model), lo), hi)

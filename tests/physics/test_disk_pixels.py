@@ -1,4 +1,5 @@
-"""A batch's disk geometry (FastCBED.disk_pixels) against each crystal alone.
+"""A batch's disk geometry (FastCBED.disk_pixels, FastCBED.disk_entries) against each crystal
+alone.
 
 ``FastCBED.thickness_series`` is the geometry of one crystal (checked against the rendered
 patterns in ``test_cbed_fast.py``); here the rows of a batch, whose crystals reach different
@@ -67,6 +68,22 @@ def test_entries_picked_from_each_row_read_the_same(fast_model):
         assert int(thin.mask[i].sum()) == int(wanted.sum()) > 0
         assert bool(even[thin.pixels[i][thin.mask[i]]].all())
         np.testing.assert_array_equal(thinned[i][thin.mask[i]], every[i][wanted])
+
+
+def test_disk_entries_count_each_rows_entries_without_reading_contents(fast_model, monkeypatch):
+    """The refiner sizes its chunks by these counts; for strained-cell contents a volume is a
+    multislice, so counting must not fetch one."""
+    rows = fast_model.disk_pixels(STRAIN, TILT, CENTRE).mask.sum(1).numpy()
+
+    def no_contents(voxel):
+        raise AssertionError(f"disk contents fetched for {voxel}")
+
+    monkeypatch.setattr(fast_model, "volume_for", no_contents)
+    counts = fast_model.disk_entries(STRAIN, TILT, CENTRE)
+    np.testing.assert_array_equal(counts, rows)
+    assert len(set(counts.tolist())) > 1  # the crystals reach different numbers of pixels
+    with pytest.raises(AssertionError, match="contents fetched"):
+        fast_model.disk_pixels(STRAIN, TILT, CENTRE)
 
 
 def test_a_tilt_beyond_the_library_is_refused(fast_model):
