@@ -19,6 +19,11 @@ of :mod:`sim_devices.bloch` leaves out: for SrTiO3 [001] at 80 kV that model's t
 differs from multislice by up to a factor of two in thick crystals, so its strain corrections
 are not valid there.
 
+Both crystals have a two-fold axis along the beam (each slice is symmetric under ``r -> t - r``
+for one ``t``; :func:`two_fold_axis` checks the slice potentials). A homogeneous strain keeps it,
+so the intensity of beam ``g`` for a wave incident along ``k`` equals that of ``-g`` along
+``-k``: of a set of incident directions closed under ``k -> -k`` only half are propagated.
+
 Everything abTEM contributes (the species' potentials, each species' form factor tabulated in
 ``|g|``, the grid and the electron's wavelength and interaction constant) is a small *state*
 that :func:`strained_cell_multislice` caches beside the beam libraries, so a machine without
@@ -49,6 +54,9 @@ CELL_FORMAT = 1
 #: the grid's largest |g| (linear interpolation errs by < 1e-5 of the factor; see the tests).
 FACTOR_POINTS = 16384
 FACTOR_REACH = 1.25
+#: Incident directions a CPU propagates together: 32 waves of a cell stay in cache (10 to 25 %
+#: faster than 256 on 2 cores).
+CPU_CHUNK = 32
 
 
 class StrainedCellMultislice:
@@ -156,6 +164,8 @@ class StrainedCellMultislice:
         aperture[r > cutoff] = 0.0
         self.aperture = torch.as_tensor(aperture, dtype=self.real_dtype)
         self._f0 = [np.maximum(self._factor(i, r), 1e-30) for i in range(len(state["species"]))]
+        #: Each slice is symmetric about one axis along the beam: ``I(g; k) = I(-g; -k)``.
+        self.two_fold = two_fold_axis(state["potentials"])
 
     def _factor(self, species: int, g: np.ndarray) -> np.ndarray:
         """Projected scattering factor of one species at ``|g|`` (1/A), from its table."""
@@ -225,7 +235,7 @@ class StrainedCellMultislice:
         exit_slices: Sequence[int],
         beams: np.ndarray,
         *,
-        chunk: int = 256,
+        chunk: int = CPU_CHUNK,
         device: str | torch.device = "cpu",
     ) -> np.ndarray:
         """Beam intensities of unit plane waves incident along ``tilts_mrad``.
@@ -241,7 +251,7 @@ class StrainedCellMultislice:
         beams : ndarray
             ``(G, 2)`` integer beam indices ``(h, k)`` of the zone-axis cell.
         chunk : int
-            Incident directions propagated together.
+            Incident directions propagated together (on a GPU: all of them).
         device : str or torch.device
             Where the waves are propagated (``"cuda"`` on a GPU machine: the work is batched
             FFTs of small cells).
@@ -250,13 +260,45 @@ class StrainedCellMultislice:
         -------
         ndarray
             ``(len(exit_slices), G, K)`` float32 fractions of the incident beam.
+
+        Notes
+        -----
+        With :attr:`two_fold`, a direction whose opposite is also asked for is not propagated:
+        its beam ``g`` is read as beam ``-g`` of the opposite one (a symmetric grid of
+        directions costs half).
         """
         exits = np.asarray(exit_slices, dtype=int)
         if exits.ndim != 1 or len(exits) == 0 or np.any(np.diff(exits) <= 0) or exits[0] < 1:
             raise ValueError("exit_slices must be increasing slice counts >= 1")
         tilts = np.atleast_2d(np.asarray(tilts_mrad, float))
-        nx, ny = self.gpts
         beams = np.asarray(beams, dtype=int)
+        if self.two_fold:
+            source = opposite_directions(tilts)
+            if np.any(source != np.arange(len(tilts))):
+                run = np.unique(source)
+                both = np.unique(np.concatenate([beams, -beams]), axis=0)
+                values = self._propagate(strain, tilts[run], exits, both, chunk, device)
+                index = {tuple(hk): i for i, hk in enumerate(both.tolist())}
+                plus = np.array([index[tuple(hk)] for hk in beams.tolist()])
+                minus = np.array([index[tuple(hk)] for hk in (-beams).tolist()])
+                column = np.searchsorted(run, source)  # each direction's propagated one
+                mirrored = source != np.arange(len(tilts))
+                out = values[:, plus][:, :, column]
+                out[:, :, mirrored] = values[:, minus][:, :, column[mirrored]]
+                return out
+        return self._propagate(strain, tilts, exits, beams, chunk, device)
+
+    def _propagate(
+        self,
+        strain: tuple[float, float, float],
+        tilts: np.ndarray,
+        exits: np.ndarray,
+        beams: np.ndarray,
+        chunk: int,
+        device: str | torch.device,
+    ) -> np.ndarray:
+        """:meth:`intensities`, every direction propagated."""
+        nx, ny = self.gpts
         flat = torch.as_tensor((beams[:, 0] % nx) * ny + beams[:, 1] % ny)
 
         potentials = self.slice_potentials(strain)
@@ -291,6 +333,37 @@ class StrainedCellMultislice:
             values = torch.stack(kept).transpose(1, 2) / norm  # (exits, G, chunk)
             out[:, :, lo : lo + chunk] = values.cpu().numpy()
         return out
+
+
+def two_fold_axis(potentials: np.ndarray, tolerance: float = 1e-9) -> bool:
+    """Whether every slice potential is symmetric under ``r -> t - r`` for one common ``t``
+    (a two-fold axis along the beam through ``t / 2``).
+
+    ``potentials`` are the spectra ``(..., nx, ny)`` (species, slices) of real potentials.
+    The self-convolution ``sum_r V(r) V(t - r)`` reaches ``sum_r V(r)^2`` only where ``V(t -
+    r) = V(r)`` (Cauchy-Schwarz), so the summed self-convolutions reach the summed norms at a
+    common ``t`` exactly when every slice has the axis; grid-sampled symmetry needs ``t`` on
+    the grid, where the inverse FFT evaluates it.
+    """
+    spectra = np.asarray(potentials).reshape(-1, *np.shape(potentials)[-2:])
+    pixels = spectra.shape[-1] * spectra.shape[-2]
+    convolution = np.fft.ifft2(spectra**2).real.sum(0)
+    norm = float((np.abs(spectra) ** 2).sum()) / pixels
+    return bool(convolution.max() >= (1.0 - tolerance) * norm)
+
+
+def opposite_directions(tilts_mrad: np.ndarray, tolerance_mrad: float = 1e-9) -> np.ndarray:
+    """For each of ``(K, 2)`` directions, the index of the one propagated for it: the first
+    of it and its opposite (``-k``, where also in the list), else itself."""
+    tilts = np.asarray(tilts_mrad, float)
+    key = np.round(tilts / tolerance_mrad).astype(np.int64)  # exact match within the tolerance
+    first: dict[tuple[int, int], int] = {}
+    for i, k in enumerate(map(tuple, key.tolist())):
+        first.setdefault(k, i)
+    return np.array(
+        [min(first[k], first.get((-k[0], -k[1]), first[k])) for k in map(tuple, key.tolist())],
+        dtype=np.int64,
+    )
 
 
 def _identity(

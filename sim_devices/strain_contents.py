@@ -6,7 +6,7 @@ grid point), ``I_g(k, t) + [B_g(k, t; e) - B_g(k, t; 0)]``, where ``B`` is the B
 of :mod:`sim_devices.bloch`; with the ``"multislice"`` engine, the strained periodic cell's own
 multislice intensities ``M_g(k, t; e)`` of :mod:`sim_devices.cell_multislice` (at zero strain
 the library itself; it holds where the projected Bloch-wave model does not, e.g. SrTiO3 [001] at
-80 kV; about 15 s per grid point on 2 CPU cores, 0.15 s on an H200 with ``device="cuda"``).
+80 kV; 7 to 11 s per grid point on 2 CPU cores, 0.15 s on an H200 with ``device="cuda"``).
 The correction is computed for *content strains* on a grid of step ``step`` per component (the
 strain of each frame is rounded to the grid for its contents; its disks still sit exactly at its
 own strain), on every second incident direction of the library and interpolated bilinearly in
@@ -28,7 +28,7 @@ import torch
 
 from .bloch import BlochWaves, bloch_waves
 from .cbed_library import BeamLibrary
-from .cell_multislice import StrainedCellMultislice, strained_cell_multislice
+from .cell_multislice import CPU_CHUNK, StrainedCellMultislice, strained_cell_multislice
 
 #: Content-strain grid step (strain fraction).
 DEFAULT_STEP = 0.005
@@ -54,7 +54,7 @@ class StrainContents:
         ``"bloch"`` or ``"multislice"`` (see the module docstring).
     device : str or torch.device
         Where the multislice engine propagates its waves (``"cuda"`` on a GPU machine: about
-        0.15 s per grid point on an H200, against 15 s on 2 CPU cores); the Bloch engine runs
+        0.15 s per grid point on an H200, against 7 to 11 s on 2 CPU cores); the Bloch engine runs
         on the CPU.
     """
 
@@ -115,7 +115,7 @@ class StrainContents:
                 self._directions,
                 self._exit_slices(),
                 self.library.hk,
-                chunk=256 if on_cpu else len(self._directions),
+                chunk=CPU_CHUNK if on_cpu else len(self._directions),
                 device=self.device,
             )
         n = len(self.coarse_k)

@@ -19,7 +19,7 @@ scores them (:func:`series_deviance`, one frame's
 The disk contents are the unstrained library's (no set-up cost; 0.7 to 3.1 ms a frame on 2
 CPU cores over the twelve held-out conditions, about 2 on average, against 2.6 to 12.2, about
 7, when each frame was scanned alone) or the strained cell's (multislice on a content-strain
-grid: closer to exact physics, but each new grid point costs 15 to 60 s on 2 CPU cores, 0.15 s
+grid: closer to exact physics, but each new grid point costs 7 to 11 s on 2 CPU cores, 0.15 s
 on a GPU).
 
 :func:`refine_doubtful` is the live step (:class:`stem_loop.agents.inference.InferenceAgent`,
@@ -81,7 +81,7 @@ def closest_fast_model(
 
 
 #: Disk contents the refiner can render: the strained cell's (multislice, one per new
-#: content-strain grid point, seconds to a minute each on a CPU) or the unstrained library's
+#: content-strain grid point, 7 to 11 s each on 2 CPU cores) or the unstrained library's
 #: (no set-up cost).
 CONTENTS = ("multislice", "unstrained")
 

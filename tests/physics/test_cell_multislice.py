@@ -191,3 +191,38 @@ def test_the_gpu_propagates_like_the_cpu(cell_model):
     cpu = cell_model.intensities(strain, TILTS, [100, 200], hk)
     gpu = cell_model.intensities(strain, TILTS, [100, 200], hk, device="cuda")
     assert np.abs(gpu - cpu).max() < 1e-4
+
+
+def test_opposite_directions_are_read_from_the_mirror_beam(cell_model):
+    """With the two-fold axis, a direction whose opposite is asked for is read as beam -g of
+    that one: the same intensities as propagating it, for a sheared crystal too."""
+    assert cell_model.two_fold
+    assert strained_cell_multislice("SrTiO3", "001", 80.0, MultisliceSettings()).two_fold
+    tilts = np.concatenate([TILTS[:4], [[0.0, 0.0]], -TILTS[:4], TILTS[4:6]])
+    hk = np.array([[0, 0], [1, 1], [-1, 1], [0, 2], [2, 0]])  # not closed under g -> -g
+    strain, exits = (0.012, -0.007, 0.009), np.array([50, 150, 300])
+    halved = cell_model.intensities(strain, tilts, exits, hk)
+    every = cell_model._propagate(strain, tilts, exits, hk, 256, "cpu")
+    assert halved.shape == every.shape == (3, len(hk), len(tilts))
+    np.testing.assert_allclose(halved, every, rtol=0, atol=5e-5)
+    # the mirrored beams really differ from the unmirrored ones, so reading the wrong one fails
+    assert np.abs(every[:, 1, :4] - every[:, 1, 5:9]).max() > 1e-2
+
+
+def test_two_fold_axis_is_found_only_where_every_slice_has_one():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(2, 12, 10))
+    assert not cell_multislice.two_fold_axis(np.fft.fft2(a))
+    # symmetric about a common t = (5, 3) (a half-pixel centre), each slice
+    mirror = np.roll(a[:, ::-1, ::-1], (6, 4), axis=(1, 2))  # a(t - r), t = (5, 3)
+    symmetric = a + mirror
+    assert cell_multislice.two_fold_axis(np.fft.fft2(symmetric))
+    # each slice symmetric, but about different axes: not one axis along the beam
+    shifted = symmetric.copy()
+    shifted[1] = np.roll(shifted[1], 1, axis=0)
+    assert not cell_multislice.two_fold_axis(np.fft.fft2(shifted))
+
+
+def test_each_direction_maps_to_itself_or_its_first_opposite():
+    tilts = np.array([[1.0, -2.0], [0.0, 0.0], [-1.0, 2.0], [3.0, 0.5], [1.0, -2.0]])
+    np.testing.assert_array_equal(cell_multislice.opposite_directions(tilts), [0, 1, 0, 3, 0])
