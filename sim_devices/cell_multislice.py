@@ -237,6 +237,7 @@ class StrainedCellMultislice:
         *,
         chunk: int = CPU_CHUNK,
         device: str | torch.device = "cpu",
+        use_two_fold: bool = True,
     ) -> np.ndarray:
         """Beam intensities of unit plane waves incident along ``tilts_mrad``.
 
@@ -255,6 +256,9 @@ class StrainedCellMultislice:
         device : str or torch.device
             Where the waves are propagated (``"cuda"`` on a GPU machine: the work is batched
             FFTs of small cells).
+        use_two_fold : bool
+            ``False`` propagates every direction even where :attr:`two_fold` would let their
+            opposites stand in (to check the two agree, or time the difference).
 
         Returns
         -------
@@ -272,7 +276,7 @@ class StrainedCellMultislice:
             raise ValueError("exit_slices must be increasing slice counts >= 1")
         tilts = np.atleast_2d(np.asarray(tilts_mrad, float))
         beams = np.asarray(beams, dtype=int)
-        if self.two_fold:
+        if self.two_fold and use_two_fold:
             source = opposite_directions(tilts)
             if np.any(source != np.arange(len(tilts))):
                 run = np.unique(source)

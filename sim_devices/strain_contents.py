@@ -90,7 +90,8 @@ class StrainContents:
         k = library.k_mrad
         self.coarse_k = k[::2] if (len(k) - 1) % 2 == 0 else k
         kx, ky = np.meshgrid(self.coarse_k, self.coarse_k)
-        self._directions = np.stack([kx.ravel(), ky.ravel()], axis=1)
+        #: ``(K, 2)`` incident directions (mrad) the engine computes: every second of the library's.
+        self.directions = np.stack([kx.ravel(), ky.ravel()], axis=1)
         self._key = (spec.key(), self.step, engine)
 
     def voxels(self, strain: np.ndarray) -> np.ndarray:
@@ -106,16 +107,16 @@ class StrainContents:
         strain = tuple(float(v) * self.step for v in voxel)
         if self.bloch is not None:
             values = self.bloch.intensities(
-                strain, self._directions, self.library.thickness_nm, dtype=torch.complex64
+                strain, self.directions, self.library.thickness_nm, dtype=torch.complex64
             )[:, self.rows]  # (T, G_in, Kc*Kc)
         else:
             on_cpu = self.device.type == "cpu"
             values = self.cell.intensities(
                 strain,
-                self._directions,
-                self._exit_slices(),
+                self.directions,
+                self.exit_slices(),
                 self.library.hk,
-                chunk=CPU_CHUNK if on_cpu else len(self._directions),
+                chunk=CPU_CHUNK if on_cpu else len(self.directions),
                 device=self.device,
             )
         n = len(self.coarse_k)
@@ -126,7 +127,7 @@ class StrainContents:
                 _cache.popitem(last=False)
         return out
 
-    def _exit_slices(self) -> np.ndarray:
+    def exit_slices(self) -> np.ndarray:
         """Slice counts of the library's exit planes (it stores every ``thickness_step``)."""
         step = self.library.spec.thickness_step_slices
         return step * np.arange(1, len(self.library.thickness_nm) + 1)

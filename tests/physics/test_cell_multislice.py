@@ -202,7 +202,7 @@ def test_opposite_directions_are_read_from_the_mirror_beam(cell_model):
     hk = np.array([[0, 0], [1, 1], [-1, 1], [0, 2], [2, 0]])  # not closed under g -> -g
     strain, exits = (0.012, -0.007, 0.009), np.array([50, 150, 300])
     halved = cell_model.intensities(strain, tilts, exits, hk)
-    every = cell_model._propagate(strain, tilts, exits, hk, 256, "cpu")
+    every = cell_model.intensities(strain, tilts, exits, hk, chunk=256, use_two_fold=False)
     assert halved.shape == every.shape == (3, len(hk), len(tilts))
     np.testing.assert_allclose(halved, every, rtol=0, atol=5e-5)
     # the mirrored beams really differ from the unmirrored ones, so reading the wrong one fails
