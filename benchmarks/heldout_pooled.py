@@ -5,10 +5,12 @@ exx on the first set): the second set (:data:`stem_loop.inference.heldout.SECOND
 twelve more crystals of another seed, exact multislice like the first) and the two pooled
 say more. For each: the rms error at 10^5 electrons per frame over ``--draws`` Poisson draws
 of every pattern, the crystal interval, the 1-sigma coverage and the live thickness (the
-networks' reading with the doubtful frames refined, as the agent publishes it); then the
-pooled per-condition table. No shot-noise bound or fast twin (``report(shot_noise=False)``).
+networks' reading with the doubtful frames refined, as the agent publishes it), and each
+error split into the draw-to-draw spread and the error of the draws' mean
+(:func:`stem_loop.inference.evaluation.draw_split`); then the pooled per-condition table.
+No shot-noise bound or fast twin (``report(shot_noise=False)``).
 
-Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first]`` (minutes per
+Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first]`` (seconds per
 set on 2 cores). The second set is built by::
 
     from stem_loop.inference.heldout import (
@@ -70,6 +72,13 @@ def main() -> None:
             f"{key} {100 * s[f'{key}_coverage_1sigma']:.0f} %" for *_, key in COLUMNS
         )
         print(f"{'':8s} 1-sigma covers: {coverage}; {time.perf_counter() - start:.0f} s")
+        if args.draws > 1:
+            split = ", ".join(
+                f"{key} {scale * s[f'{key}_spread']:.3f} / {scale * s[f'{key}_mean_error']:.3f}"
+                for _, key, scale, _ in COLUMNS
+                if f"{key}_spread" in s
+            )
+            print(f"{'':8s} draw-to-draw spread / error of the draws' mean: {split}")
         pooled = result
     print("(rms at 1e5 e/frame, in brackets the 90 % interval over the crystals drawn again)")
     print(pooled["text"])

@@ -119,6 +119,48 @@ def crystal_interval(
     return float(np.percentile(rms, tail)), float(np.percentile(rms, 100 - tail))
 
 
+def draw_split(values: np.ndarray, truth: np.ndarray, draws: int) -> tuple[float, float]:
+    """Split the rms error of ``draws`` Poisson draws of every pattern in two.
+
+    Parameters
+    ----------
+    values : ndarray
+        ``(draws * N,)`` readings, draw after draw (as :func:`predict_heldout` gives them for
+        :func:`repeat_draws`).
+    truth : ndarray
+        ``(N,)`` the true values.
+    draws : int
+        Draws of each pattern, at least 2.
+
+    Returns
+    -------
+    spread : float
+        rms over the patterns of the draw-to-draw standard deviation: what the counts do.
+    mean_error : float
+        rms of the draws' mean minus the truth, with that mean's own remaining spread
+        (``spread**2 / draws``) taken off: the error every draw of a pattern shares, which no
+        quieter measurement removes. ``spread**2 + mean_error**2`` is the mean squared error.
+        Patterns with a flagged (NaN) draw are left out.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than two draws or the shapes do not match.
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    if draws < 2 or np.size(values) != draws * truth.size:
+        raise ValueError(
+            f"need >= 2 draws of each of {truth.size} patterns, got {np.size(values)} values "
+            f"for {draws} draws"
+        )
+    v = np.asarray(values, dtype=np.float64).reshape(draws, truth.size)
+    kept = np.isfinite(v).all(0)
+    v, truth = v[:, kept], truth[kept]
+    spread2 = float(v.var(0, ddof=1).mean())
+    mean_error2 = float(((v.mean(0) - truth) ** 2).mean()) - spread2 / draws
+    return float(np.sqrt(spread2)), float(np.sqrt(max(mean_error2, 0.0)))
+
+
 def repeat_draws(heldout: dict, draws: int) -> dict:
     """The held-out set with every pattern ``draws`` times (run by run, so that
     :func:`predict_heldout` draws different Poisson counts for each copy); ``draws=1`` is the
@@ -274,7 +316,9 @@ def report(
     -------
     dict
         ``rows`` (per condition), ``dose_rows`` (strain error and shot-noise bound per dose),
-        ``summary`` (overall rms errors and 1-sigma coverage at the highest dose),
+        ``summary`` (overall rms errors and 1-sigma coverage at the highest dose; with two
+        draws or more also each descriptor's ``<name>_spread`` and ``<name>_mean_error``,
+        :func:`draw_split`),
         ``twin_summary`` (the rms errors on the fast twin at the highest dose) and ``text``
         (printable tables). ``shot_noise=False`` skips the bound and the twin (they need the
         beam library of every held-out condition).
@@ -376,6 +420,9 @@ def report(
         summary[f"{k}_rms_per_draw"] = [
             _rms(res, np.flatnonzero(heldout["draw_index"] == d), k) for d in range(draws)
         ]
+        if draws > 1:
+            split = draw_split(res["values"][k], truth[k][: len(single["run_index"])], draws)
+            summary[f"{k}_spread"], summary[f"{k}_mean_error"] = split
     if live_threshold_nm is not None:
         summary["live_threshold_nm"] = float(live_threshold_nm)
     twin_summary = None
@@ -461,6 +508,11 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
             for k in ("exx", "eyy", "exy")
         )
         lines.append(f"strain rms of single draws: {spread}")
+        split = ", ".join(
+            f"{k} {100 * s[f'{k}_spread']:.3f} / {100 * s[f'{k}_mean_error']:.3f}%"
+            for k in ("exx", "eyy", "exy")
+        )
+        lines.append(f"strain draw-to-draw spread / error of the draws' mean (draw_split): {split}")
     cover = ", ".join(f"{k} {100 * s[f'{k}_coverage_1sigma']:.0f}%" for k in DESCRIPTOR_NAMES)
     lines.append(f"predicted 1-sigma covers: {cover}")
     lines.append("")

@@ -13,7 +13,7 @@ import pytest
 
 from sim_devices.sample import DESCRIPTOR_NAMES
 from stem_loop.inference import Predictor
-from stem_loop.inference.evaluation import crystal_interval, load_heldout, report
+from stem_loop.inference.evaluation import crystal_interval, draw_split, load_heldout, report
 from stem_loop.inference.heldout import SHIPPED_HELDOUT
 
 #: Issue #3 targets at 1e5 electrons per frame (strain as a fraction).
@@ -91,6 +91,29 @@ def test_crystal_interval_resamples_whole_runs():
     assert crystal_interval(one_bad, runs) == (lo, hi)  # seeded
 
 
+def test_draw_split_separates_the_counts_from_the_shared_error():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(-0.02, 0.02, 400)
+    shared = rng.normal(0.0, 0.001, 400)  # the same in every draw of a pattern
+    draws = 8
+    values = (truth + shared + rng.normal(0.0, 0.0005, (draws, 400))).reshape(-1)
+    spread, mean_error = draw_split(values, truth, draws)
+    assert spread == pytest.approx(0.0005, rel=0.05)
+    assert mean_error == pytest.approx(np.sqrt(np.mean(shared**2)), rel=0.05)
+    # the two parts add up to the mean squared error
+    mse = np.mean((values.reshape(draws, -1) - truth) ** 2)
+    assert spread**2 + mean_error**2 == pytest.approx(mse, rel=1e-9)
+    flagged = values.copy()
+    flagged[3] = np.nan  # one draw of pattern 3 flagged: the pattern is left out
+    kept = np.arange(400) != 3
+    expected = draw_split(values.reshape(draws, -1)[:, kept].reshape(-1), truth[kept], draws)
+    assert draw_split(flagged, truth, draws) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="2 draws"):
+        draw_split(values[:400], truth, 1)
+    with pytest.raises(ValueError, match="patterns"):
+        draw_split(values[:-1], truth, draws)
+
+
 def test_the_rms_pools_several_draws(summary):
     assert summary["draws"] == 5 and summary["frames"] == 5 * summary["patterns"]
     per_draw = np.array(summary["exx_rms_per_draw"])
@@ -99,6 +122,10 @@ def test_the_rms_pools_several_draws(summary):
     for name in ("exx", "eyy", "exy", "thickness_nm", "thickness_live_nm"):
         lo, hi = summary[f"{name}_rms_ci90"]
         assert lo < summary[f"{name}_rms"] < hi, name
+    for name in ("exx", "eyy", "exy"):  # the split adds up to the pooled rms (nothing flagged)
+        spread, shared = summary[f"{name}_spread"], summary[f"{name}_mean_error"]
+        assert spread > 0 and shared > 0
+        assert spread**2 + shared**2 == pytest.approx(summary[f"{name}_rms"] ** 2, rel=1e-9)
 
 
 def _si_200(runs: int | None = None, thickness_nm: tuple[float, ...] | None = None) -> dict:
