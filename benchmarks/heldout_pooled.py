@@ -10,8 +10,9 @@ error split into the draw-to-draw spread and the error of the draws' mean
 (:func:`stem_loop.inference.evaluation.draw_split`); then the pooled per-condition table.
 No shot-noise bound or fast twin (``report(shot_noise=False)``).
 
-Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first]`` (seconds per
-set on 2 cores). The second set is built by::
+Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first] [--twin]``
+(seconds per set on 2 cores; ``--twin`` also splits the strain error on each set's fast twin,
+the same crystals rendered by the fast model, about 100 s more a set). The second set is built by::
 
     from stem_loop.inference.heldout import (
         SECOND_HELDOUT, SECOND_HELDOUT_SEED, build_heldout, plan_heldout)
@@ -27,7 +28,16 @@ import time
 from pathlib import Path
 
 from stem_loop.inference import Predictor
-from stem_loop.inference.evaluation import DRAWS, load_heldout, merge_heldout, report
+from stem_loop.inference.evaluation import (
+    DRAWS,
+    draw_split,
+    fast_twin,
+    load_heldout,
+    merge_heldout,
+    predict_heldout,
+    repeat_draws,
+    report,
+)
 from stem_loop.inference.heldout import SECOND_HELDOUT, SHIPPED_HELDOUT
 
 #: Summary columns: (label, rms key, scale to the printed unit, coverage key).
@@ -49,6 +59,11 @@ def main() -> None:
         "--second", type=Path, default=SECOND_HELDOUT, help="the second set (default: shipped)"
     )
     parser.add_argument("--no-first", action="store_true", help="skip the first set alone")
+    parser.add_argument(
+        "--twin",
+        action="store_true",
+        help="also split the strain error on each set's fast twin (about 100 s a set)",
+    )
     args = parser.parse_args()
     predictor = Predictor()
     first, second = load_heldout(SHIPPED_HELDOUT), load_heldout(args.second)
@@ -82,6 +97,36 @@ def main() -> None:
         pooled = result
     print("(rms at 1e5 e/frame, in brackets the 90 % interval over the crystals drawn again)")
     print(pooled["text"])
+    if args.twin and args.draws > 1:
+        _twin_split(predictor, first, second, args.draws, skip_first=args.no_first)
+
+
+def _twin_split(
+    predictor: Predictor, first: dict, second: dict, draws: int, *, skip_first: bool
+) -> None:
+    """The strain error's split on exact patterns and on their fast twin (the training
+    physics, same draws): the twin's shared error is the networks' own per crystal, the rest
+    of the exact one the gap between fast and exact physics."""
+    twins = {"first": fast_twin(first), "second": fast_twin(second)}
+    sets = {
+        "first": (first, twins["first"]),
+        "second": (second, twins["second"]),
+        "pooled": (merge_heldout(first, second), merge_heldout(twins["first"], twins["second"])),
+    }
+    if skip_first:
+        del sets["first"]
+    print("strain rms = draw-to-draw spread (+) error of the draws' mean, % (exx, eyy, exy)")
+    for name, (exact, twin) in sets.items():
+        for label, data in (("exact", exact), ("twin", twin)):
+            got = predict_heldout(predictor, repeat_draws(data, draws), 1e5)
+            cells = []
+            for key in ("exx", "eyy", "exy"):
+                spread, shared = draw_split(got["values"][key], exact[key], draws)
+                cells.append(
+                    f"{100 * (spread**2 + shared**2) ** 0.5:.3f} = "
+                    f"{100 * spread:.3f} (+) {100 * shared:.3f}"
+                )
+            print(f"{name:8s} {label:6s} " + " | ".join(cells))
 
 
 if __name__ == "__main__":
