@@ -42,6 +42,17 @@ class MultisliceSettings:
     parametrization: str = "lobato"
 
 
+def wave_chunk_bytes(gpts: tuple[int, int]) -> int:
+    """The dask chunk size (bytes) the exact model gives abTEM: its configured one, or room for
+    a few complex waves of ``gpts`` where that is larger (larger blocks, finer sampling)."""
+    import abtem
+    from dask.utils import parse_bytes
+
+    configured = abtem.config.get("dask.chunk-size")
+    configured = parse_bytes(configured) if isinstance(configured, str) else int(configured)
+    return max(configured, 4 * 16 * int(np.prod(gpts)))  # four complex128 waves
+
+
 def strain_matrix(exx: float, eyy: float, exy: float) -> np.ndarray:
     """In-plane deformation gradient ``I + e`` for a symmetric (tensor) shear strain ``exy``."""
     return np.array([[1.0 + exx, exy], [exy, 1.0 + eyy]])
@@ -185,11 +196,14 @@ class ExactCBED:
             semiangle_cutoff=self.beam.convergence_mrad,
             tilt=(-float(tilt_mrad[0]), -float(tilt_mrad[1])),
         )
-        exit_waves = probe.multislice(potential, scan=np.array([box / 2]))
-        patterns = exit_waves.diffraction_patterns(
-            max_angle="full", fftshift=True, renormalize=False
-        )
-        array = np.asarray(patterns.compute(progress_bar=False).array, dtype=np.float64)
+        # abTEM refuses to chunk a wave larger than its dask chunk size (128 MB by default: a
+        # block of about 20 nm at 0.05 A); one probe position is one wave, so let it be one chunk
+        with abtem.config.set({"dask.chunk-size": f"{wave_chunk_bytes(gpts)}B"}):
+            exit_waves = probe.multislice(potential, scan=np.array([box / 2]))
+            patterns = exit_waves.diffraction_patterns(
+                max_angle="full", fftshift=True, renormalize=False
+            )
+            array = np.asarray(patterns.compute(progress_bar=False).array, dtype=np.float64)
         array = array.reshape(-1, *gpts)  # (exit plane, x, y)
         d_mrad = self.beam.wavelength_nm * 10.0 / box * 1e3
         source = tuple((np.arange(n) - n // 2) * d for n, d in zip(gpts, d_mrad, strict=True))

@@ -61,3 +61,21 @@ def test_strained_block_is_strained_about_its_centre():
 def test_unknown_material_refused():
     with pytest.raises(ValueError, match="unsupported material/zone axis GaAs \\[110\\]"):
         ExactCBED("GaAs", "110", Beam(), Detector())
+
+
+def test_a_wave_larger_than_abtems_chunk_size_is_one_chunk():
+    """abTEM refuses a wave larger than its dask chunk size ("cannot be automatically chunked"):
+    a 25.6 nm block at 0.05 A did. With the chunk size set far below this cheap block's wave,
+    the exact model still runs, and the global setting is left as it was."""
+    import abtem
+
+    from sim_devices.cbed_exact import wave_chunk_bytes
+
+    model = ExactCBED("Si", "110", Beam(), Detector(pixels=64, mrad_per_pixel=0.7), CHEAP)
+    reference = model.thickness_series((0.0, 0.0, 0.0), (0.0, 0.0), [3.0])
+    with abtem.config.set({"dask.chunk-size": "16 kB"}):
+        small = model.thickness_series((0.0, 0.0, 0.0), (0.0, 0.0), [3.0])
+        assert abtem.config.get("dask.chunk-size") == "16 kB"
+        assert wave_chunk_bytes((40, 56)) == 4 * 16 * 40 * 56
+    np.testing.assert_allclose(small, reference, rtol=1e-5, atol=1e-9)
+    assert wave_chunk_bytes((8, 8)) >= 2**20  # never below the configured default
