@@ -71,13 +71,13 @@ def main() -> None:
     if args.no_first:
         del sets["first"]
     print(f"{'set':8s} {'crystals':>8s} " + " ".join(f"{c[0]:>16s}" for c in COLUMNS))
-    pooled = None
+    pooled, summaries = None, {}
     for name, heldout in sets.items():
         start = time.perf_counter()
         result = report(
             predictor, doses=(1e5,), heldout=heldout, shot_noise=False, draws=args.draws
         )
-        s = result["summary"]
+        s = summaries[name] = result["summary"]
         cells = []
         for _, key, scale, _ in COLUMNS:
             lo, hi = s[f"{key}_rms_ci90"]
@@ -98,35 +98,34 @@ def main() -> None:
     print("(rms at 1e5 e/frame, in brackets the 90 % interval over the crystals drawn again)")
     print(pooled["text"])
     if args.twin and args.draws > 1:
-        _twin_split(predictor, first, second, args.draws, skip_first=args.no_first)
+        _twin_split(predictor, first, second, summaries, args.draws)
 
 
 def _twin_split(
-    predictor: Predictor, first: dict, second: dict, draws: int, *, skip_first: bool
+    predictor: Predictor, first: dict, second: dict, summaries: dict[str, dict], draws: int
 ) -> None:
-    """The strain error's split on exact patterns and on their fast twin (the training
-    physics, same draws): the twin's shared error is the networks' own per crystal, the rest
-    of the exact one the gap between fast and exact physics."""
+    """The strain error's split on exact patterns (each set's report ``summaries``) and on
+    their fast twin (the training physics, the same draws): the twin's shared error is the
+    networks' own per crystal, the rest of the exact one the gap between fast and exact
+    physics."""
     twins = {"first": fast_twin(first), "second": fast_twin(second)}
-    sets = {
-        "first": (first, twins["first"]),
-        "second": (second, twins["second"]),
-        "pooled": (merge_heldout(first, second), merge_heldout(twins["first"], twins["second"])),
-    }
-    if skip_first:
-        del sets["first"]
+    twins["pooled"] = merge_heldout(twins["first"], twins["second"])
+    truths = {"first": first, "second": second, "pooled": merge_heldout(first, second)}
+
+    def cell(spread: float, shared: float) -> str:
+        total = (spread**2 + shared**2) ** 0.5
+        return f"{100 * total:.3f} = {100 * spread:.3f} (+) {100 * shared:.3f}"
+
     print("strain rms = draw-to-draw spread (+) error of the draws' mean, % (exx, eyy, exy)")
-    for name, (exact, twin) in sets.items():
-        for label, data in (("exact", exact), ("twin", twin)):
-            got = predict_heldout(predictor, repeat_draws(data, draws), 1e5)
-            cells = []
-            for key in ("exx", "eyy", "exy"):
-                spread, shared = draw_split(got["values"][key], exact[key], draws)
-                cells.append(
-                    f"{100 * (spread**2 + shared**2) ** 0.5:.3f} = "
-                    f"{100 * spread:.3f} (+) {100 * shared:.3f}"
-                )
-            print(f"{name:8s} {label:6s} " + " | ".join(cells))
+    for name, s in summaries.items():  # the sets the report scored, in its order
+        exact = [cell(s[f"{key}_spread"], s[f"{key}_mean_error"]) for key in ("exx", "eyy", "exy")]
+        print(f"{name:8s} {'exact':6s} " + " | ".join(exact))
+        got = predict_heldout(predictor, repeat_draws(twins[name], draws), 1e5)
+        twin = [
+            cell(*draw_split(got["values"][key], truths[name][key], draws))
+            for key in ("exx", "eyy", "exy")
+        ]
+        print(f"{name:8s} {'twin':6s} " + " | ".join(twin))
 
 
 if __name__ == "__main__":

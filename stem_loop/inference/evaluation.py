@@ -421,7 +421,7 @@ def report(
             _rms(res, np.flatnonzero(heldout["draw_index"] == d), k) for d in range(draws)
         ]
         if draws > 1:
-            split = draw_split(res["values"][k], truth[k][: len(single["run_index"])], draws)
+            split = draw_split(res["values"][k], single[k], draws)
             summary[f"{k}_spread"], summary[f"{k}_mean_error"] = split
     if live_threshold_nm is not None:
         summary["live_threshold_nm"] = float(live_threshold_nm)
