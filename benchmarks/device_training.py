@@ -23,6 +23,7 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -64,15 +65,16 @@ def libraries_from_cells(device: str) -> dict[str, float]:
 
     seconds = {}
     for meta in sorted(cache_dir().glob(META_PREFIX + "*.npz")):
-        target = cache_dir() / meta.name[len(META_PREFIX) :]
-        if target.exists():
-            continue
         start = time.perf_counter()
         with np.load(meta) as data:
             grids = {k: data[k] for k in data.files}
         raw = json.loads(str(grids.pop("spec")))
         raw["settings"] = MultisliceSettings(**raw["settings"])
-        spec = LibrarySpec(**raw)
+        # the name training with strained-cell contents looks for (dataset.library_source)
+        spec = replace(LibrarySpec(**raw), source="cell")
+        target = cache_dir() / spec.filename()
+        if target.exists():
+            continue
         cell = strained_cell_multislice(
             spec.material, spec.zone_axis, spec.voltage_kv, spec.settings
         )

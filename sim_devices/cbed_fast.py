@@ -121,13 +121,14 @@ class FastCBED:
         Si [110] at 200 kV on the default detector; least recently used ones are dropped).
     content_engine : str
         What computes the strain-dependent contents: ``"bloch"`` (fast; validated for Si [110]
-        at 200 kV) or ``"multislice"`` (the strained cell's own multislice; slower), see
-        :mod:`sim_devices.strain_contents`.
+        at 200 kV), ``"multislice"`` (the strained cell's own multislice; slower) or
+        ``"nodes"`` (that multislice at 27 strains spanning +-2 %, interpolated; see
+        :mod:`sim_devices.content_nodes`), see :mod:`sim_devices.strain_contents`.
     edge_subpixels : int
         Sub-pixels per side over which each pixel's area inside the aperture is integrated
         (1: a linear ramp one pixel wide at the pixel centre).
     content_device : str or torch.device
-        Where the multislice content engine runs (``"cuda"`` on a GPU machine).
+        Where the multislice content engines run (``"cuda"`` on a GPU machine).
 
     Raises
     ------

@@ -7,6 +7,14 @@ therefore fully described by ``I_g(k, t)``, which abTEM computes once on the zon
 (tilted plane waves, tilt applied in the propagator) for a grid of ``k`` covering every
 convergence angle and crystal tilt of interest, and every thickness at once (exit planes).
 Crystal tilt then shifts ``k``; the convergence angle only crops the disks; strain moves the disks.
+
+A library can also be computed by the strained-cell multislice of
+:mod:`sim_devices.cell_multislice` at zero strain (``LibrarySpec(source="cell")``: about 40 s on
+2 cores against 2.5 to 6.5 minutes with abTEM). It is abTEM's potential and the same multislice
+on an exactly periodic cell, and agrees with abTEM's library to its float16 storage except
+where abTEM's stacked cell puts an atom plane of Si [110] one slice late (beyond 200 slices,
+see the tests). Training with strained-cell contents uses it: there every other content strain
+comes from that cell too.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from .optics import Beam
 
 LIBRARY_FORMAT = 1
 DARK_BEAM_FRACTION = 1e-3
+#: What computes a library: abTEM's plane-wave multislice, or the strained-cell multislice at
+#: zero strain.
+SOURCES = ("abtem", "cell")
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,9 @@ class LibrarySpec:
         Beams further than this from the optical axis are not stored.
     settings : MultisliceSettings
         Numerical settings shared with the exact model.
+    source : str
+        ``"abtem"`` (abTEM's plane-wave multislice) or ``"cell"`` (the strained-cell multislice
+        at zero strain; see the module docstring).
     """
 
     material: str = "Si"
@@ -64,11 +78,18 @@ class LibrarySpec:
     thickness_step_slices: int = 10
     max_angle_mrad: float = 40.0
     settings: MultisliceSettings = MultisliceSettings()
+    source: str = "abtem"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"library source must be one of {SOURCES}, got {self.source!r}")
 
     def key(self) -> str:
         """Short content hash naming the cached file (the exact model's box does not matter)."""
         content = asdict(self)
         del content["settings"]["box_nm"]
+        if self.source == "abtem":
+            del content["source"]  # abTEM libraries keep the names they had before
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -172,8 +193,8 @@ def plane_wave_intensities(potential, voltage_kv: float, tilts_mrad: np.ndarray)
     return arr / float(potential.gpts[0] * potential.gpts[1]) ** 2
 
 
-def _unit_cell_potential(spec: LibrarySpec):
-    """The zone-axis unit cell repeated through the thickness, with the stored exit planes."""
+def _unit_cell_grid(spec: LibrarySpec):
+    """The zone-axis unit cell, its lateral grid, stored exit slices and their thicknesses."""
     crystal = zone_axis_crystal(spec.material, spec.zone_axis)
     cell = crystal.unit_cell()
     settings = spec.settings
@@ -182,8 +203,14 @@ def _unit_cell_potential(spec: LibrarySpec):
     n_slices += (-n_slices) % spec.thickness_step_slices
     exit_slices = np.arange(spec.thickness_step_slices, n_slices + 1, spec.thickness_step_slices)
     gpts = tuple(int(n) for n in unit_cell_gpts(crystal, settings.sampling_a)[0])
-    potential = cell_potential(cell, n_slices, exit_slices, gpts, settings)
-    return potential, gpts, exit_slices * slice_a / 10.0
+    return cell, gpts, exit_slices, exit_slices * slice_a / 10.0
+
+
+def _unit_cell_potential(spec: LibrarySpec):
+    """The zone-axis unit cell repeated through the thickness, with the stored exit planes."""
+    cell, gpts, exit_slices, thickness_nm = _unit_cell_grid(spec)
+    potential = cell_potential(cell, int(exit_slices[-1]), exit_slices, gpts, spec.settings)
+    return potential, gpts, thickness_nm
 
 
 def _beam_intensities(spec: LibrarySpec, tilts: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -193,42 +220,25 @@ def _beam_intensities(spec: LibrarySpec, tilts: np.ndarray, keep: np.ndarray) ->
     return arr[..., keep].transpose(0, 2, 1).astype(np.float32)
 
 
-def build_library(
-    spec: LibrarySpec, *, chunk: int = 256, workers: int | None = None, progress: bool = False
-) -> BeamLibrary:
-    """Compute a beam-intensity library with abTEM (tilted plane waves on the unit cell).
+def _cell_intensities(spec: LibrarySpec, tilts: np.ndarray, beams: np.ndarray) -> np.ndarray:
+    """Intensities ``(T, beams, tilts)`` from the strained-cell multislice at zero strain."""
+    from .cell_multislice import CPU_CHUNK, strained_cell_multislice  # it imports this module
 
-    Parameters
-    ----------
-    spec : LibrarySpec
-        Coverage and settings.
-    chunk : int
-        Incident directions per multislice batch (memory bound).
-    workers : int, optional
-        Processes computing chunks in parallel (default: all cores).
-    progress : bool
-        Print progress lines.
-    """
-    crystal = zone_axis_crystal(spec.material, spec.zone_axis)
-    ax, ay = crystal.cell_lengths_a[:2]
-    _, gpts, thickness_nm = _unit_cell_potential(spec)
-    wavelength_a = Beam(voltage_kv=spec.voltage_kv).wavelength_nm * 10.0
+    cell = strained_cell_multislice(spec.material, spec.zone_axis, spec.voltage_kv, spec.settings)
+    _, _, exit_slices, _ = _unit_cell_grid(spec)
+    return cell.intensities((0.0, 0.0, 0.0), tilts, exit_slices, beams, chunk=CPU_CHUNK)
 
-    h = np.fft.fftfreq(gpts[0], 1.0 / gpts[0]).round().astype(int)
-    k = np.fft.fftfreq(gpts[1], 1.0 / gpts[1]).round().astype(int)
-    hh, kk = np.meshgrid(h, k, indexing="ij")
-    g = np.stack([hh / ax, kk / ay], axis=-1)
-    angle = np.hypot(g[..., 0], g[..., 1]) * wavelength_a * 1e3
-    # beyond 2/3 of Nyquist abTEM's antialias aperture has removed the beams
-    nyquist_fraction = np.maximum(np.abs(hh) / (gpts[0] / 2), np.abs(kk) / (gpts[1] / 2))
-    keep = (angle <= spec.max_angle_mrad) & (nyquist_fraction < 2 / 3)
 
-    n_k = int(round(2 * spec.k_max_mrad / spec.k_step_mrad)) + 1
-    k_mrad = np.linspace(-spec.k_max_mrad, spec.k_max_mrad, n_k)
-    kx, ky = np.meshgrid(k_mrad, k_mrad)  # [ky, kx]
-    tilts = np.stack([kx.ravel(), ky.ravel()], axis=1)
+def _abtem_intensities(
+    spec: LibrarySpec,
+    tilts: np.ndarray,
+    keep: np.ndarray,
+    chunk: int,
+    workers: int | None,
+    progress: bool,
+) -> np.ndarray:
+    """Intensities ``(T, kept beams, tilts)`` from abTEM, chunks of tilts in parallel."""
     chunks = [tilts[lo : lo + chunk] for lo in range(0, len(tilts), chunk)]
-
     start = time.perf_counter()
     parts = []
     with ProcessPoolExecutor(
@@ -244,7 +254,49 @@ def build_library(
                     f"{time.perf_counter() - start:.0f} s",
                     flush=True,
                 )
-    intensity = np.concatenate(parts, axis=2).reshape(len(thickness_nm), -1, n_k, n_k)
+    return np.concatenate(parts, axis=2)
+
+
+def build_library(
+    spec: LibrarySpec, *, chunk: int = 256, workers: int | None = None, progress: bool = False
+) -> BeamLibrary:
+    """Compute a beam-intensity library (tilted plane waves on the unit cell).
+
+    Parameters
+    ----------
+    spec : LibrarySpec
+        Coverage, settings and what computes it (``spec.source``).
+    chunk : int
+        Incident directions per abTEM multislice batch (memory bound).
+    workers : int, optional
+        Processes computing abTEM's chunks in parallel (default: all cores); the strained-cell
+        multislice runs in this process on torch's threads.
+    progress : bool
+        Print progress lines.
+    """
+    crystal = zone_axis_crystal(spec.material, spec.zone_axis)
+    ax, ay = crystal.cell_lengths_a[:2]
+    _, gpts, _, thickness_nm = _unit_cell_grid(spec)
+    wavelength_a = Beam(voltage_kv=spec.voltage_kv).wavelength_nm * 10.0
+
+    h = np.fft.fftfreq(gpts[0], 1.0 / gpts[0]).round().astype(int)
+    k = np.fft.fftfreq(gpts[1], 1.0 / gpts[1]).round().astype(int)
+    hh, kk = np.meshgrid(h, k, indexing="ij")
+    g = np.stack([hh / ax, kk / ay], axis=-1)
+    angle = np.hypot(g[..., 0], g[..., 1]) * wavelength_a * 1e3
+    # beyond 2/3 of Nyquist abTEM's antialias aperture has removed the beams
+    nyquist_fraction = np.maximum(np.abs(hh) / (gpts[0] / 2), np.abs(kk) / (gpts[1] / 2))
+    keep = (angle <= spec.max_angle_mrad) & (nyquist_fraction < 2 / 3)
+
+    n_k = int(round(2 * spec.k_max_mrad / spec.k_step_mrad)) + 1
+    k_mrad = np.linspace(-spec.k_max_mrad, spec.k_max_mrad, n_k)
+    kx, ky = np.meshgrid(k_mrad, k_mrad)  # [ky, kx]
+    tilts = np.stack([kx.ravel(), ky.ravel()], axis=1)
+    if spec.source == "cell":
+        intensity = _cell_intensities(spec, tilts, np.stack([hh[keep], kk[keep]], axis=1))
+    else:
+        intensity = _abtem_intensities(spec, tilts, keep, chunk, workers, progress)
+    intensity = intensity.reshape(len(thickness_nm), -1, n_k, n_k)
 
     # drop beams that stay dark: systematic absences of the projection, lit only by weak
     # upper-Laue-zone coupling (< 0.1 % of the incident beam anywhere in the library)

@@ -10,7 +10,10 @@ the library itself; it holds where the projected Bloch-wave model does not, e.g.
 The correction is computed for *content strains* on a grid of step ``step`` per component (the
 strain of each frame is rounded to the grid for its contents; its disks still sit exactly at its
 own strain), on every second incident direction of the library and interpolated bilinearly in
-between.
+between. The ``"nodes"`` engine reads the strained cell's intensities from 27 node strains
+spanning the training range instead (:mod:`sim_devices.content_nodes`: 27 cells per library,
+then milliseconds per grid point; closer to exact physics than the unstrained contents, not as
+close as the cell at each grid point).
 
 Measured against exact probe multislice (Si [110], 200 kV, 19.2 nm block; strain +-2 % in
 every component, tilt 3 mrad), lattice-fit disk positions at 80 nm move from 0.092 / 0.120 px
@@ -29,11 +32,13 @@ import torch
 from .bloch import BlochWaves, bloch_waves
 from .cbed_library import BeamLibrary
 from .cell_multislice import CPU_CHUNK, StrainedCellMultislice, strained_cell_multislice
+from .content_nodes import NODE_SPAN, ContentNodes, content_nodes, lagrange_weights
 
 #: Content-strain grid step (strain fraction).
 DEFAULT_STEP = 0.005
-#: Content engines: Bloch waves of the projected crystal, or multislice of the strained cell.
-ENGINES = ("bloch", "multislice")
+#: Content engines: Bloch waves of the projected crystal, multislice of the strained cell at
+#: each grid point, or that multislice at 27 node strains, interpolated.
+ENGINES = ("bloch", "multislice", "nodes")
 #: Bloch-wave results kept in memory per process (about 13 MB each for Si [110] at 200 kV).
 CACHE_SIZE = 48
 
@@ -51,11 +56,14 @@ class StrainContents:
     step : float
         Grid step of the content strain, per component.
     engine : str
-        ``"bloch"`` or ``"multislice"`` (see the module docstring).
+        ``"bloch"``, ``"multislice"`` or ``"nodes"`` (see the module docstring).
     device : str or torch.device
-        Where the multislice engine propagates its waves (``"cuda"`` on a GPU machine: about
+        Where the multislice engines propagate their waves (``"cuda"`` on a GPU machine: about
         0.15 s per grid point on an H200, against 7 to 11 s on 2 CPU cores); the Bloch engine runs
         on the CPU.
+    node_span : float
+        Half-width of the ``"nodes"`` engine's node grid per strain component; content strains
+        beyond it are refused.
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class StrainContents:
         step: float = DEFAULT_STEP,
         engine: str = "bloch",
         device: str | torch.device = "cpu",
+        node_span: float = NODE_SPAN,
     ) -> None:
         if not step > 0:
             raise ValueError(f"content strain step must be positive, got {step}")
@@ -74,13 +83,15 @@ class StrainContents:
             raise ValueError(f"the Bloch content engine runs on the CPU, not {device}")
         spec = library.spec
         self.library, self.step, self.engine, self.device = library, float(step), engine, device
+        self.node_span = float(node_span)
         self.bloch: BlochWaves | None = None
         self.cell: StrainedCellMultislice | None = None
+        self._nodes: ContentNodes | None = None
         if engine == "bloch":
             self.bloch = bloch_waves(spec.material, spec.zone_axis, spec.voltage_kv)
             index = {tuple(int(v) for v in hk): i for i, hk in enumerate(self.bloch.hk)}
             rows = np.array([index.get(tuple(int(v) for v in hk), -1) for hk in library.hk])
-        else:
+        else:  # both multislice engines
             self.cell = strained_cell_multislice(
                 spec.material, spec.zone_axis, spec.voltage_kv, spec.settings
             )
@@ -92,7 +103,7 @@ class StrainContents:
         kx, ky = np.meshgrid(self.coarse_k, self.coarse_k)
         #: ``(K, 2)`` incident directions (mrad) the engine computes: every second of the library's.
         self.directions = np.stack([kx.ravel(), ky.ravel()], axis=1)
-        self._key = (spec.key(), self.step, engine)
+        self._key = (spec.key(), self.step, engine, self.node_span if engine == "nodes" else None)
 
     def voxels(self, strain: np.ndarray) -> np.ndarray:
         """Grid indices ``(N, 3)`` of the content strains of ``(N, 3)`` strains."""
@@ -109,6 +120,16 @@ class StrainContents:
             values = self.bloch.intensities(
                 strain, self.directions, self.library.thickness_nm, dtype=torch.complex64
             )[:, self.rows]  # (T, G_in, Kc*Kc)
+        elif self.engine == "nodes":
+            # a grid point up to half a step past the span holds strains inside it: read at the
+            # span (further out is refused by the nodes)
+            reach = self.node_span + self.step / 2
+            inside = tuple(
+                float(np.clip(v, -self.node_span, self.node_span)) if abs(v) <= reach else v
+                for v in strain
+            )
+            lagrange_weights(inside, self.node_span)  # refuses a strain past the span first
+            values = self.nodes().at(inside)
         else:
             on_cpu = self.device.type == "cpu"
             values = self.cell.intensities(
@@ -127,6 +148,21 @@ class StrainContents:
                 _cache.popitem(last=False)
         return out
 
+    def nodes(self, progress: bool = False) -> ContentNodes:
+        """The ``"nodes"`` engine's node intensities (computed on first use, then cached)."""
+        if self._nodes is None:
+            self._nodes = content_nodes(
+                self.library.spec,
+                self.cell,
+                self.directions,
+                self.exit_slices(),
+                self.library.hk,
+                span=self.node_span,
+                device=self.device,
+                progress=progress,
+            )
+        return self._nodes
+
     def exit_slices(self) -> np.ndarray:
         """Slice counts of the library's exit planes (it stores every ``thickness_step``)."""
         step = self.library.spec.thickness_step_slices
@@ -137,18 +173,18 @@ class StrainContents:
     ) -> torch.Tensor:
         """What to add to the library for the content strain ``voxel``, ``(T, G_in, K, K)``.
 
-        Bloch waves: ``B(e) - B(0)`` for the library beams in the basis. Multislice: ``M(e) -
-        I``, so that the library becomes the strained cell's own intensities ``M(e)``; at zero
-        strain the two agree to the library's float16 storage, but a difference ``M(e) -
-        M(0)`` computed on every second incident direction would keep the unstrained cell's
-        finer detail in ``k``, which in thick SrTiO3 at 80 kV misleads more than it helps (an
-        80 nm crystal read 74 nm with it, 57 nm without; exact: 41 nm). ``rows`` selects some
-        of those beams (indices into them) before interpolation.
+        Bloch waves: ``B(e) - B(0)`` for the library beams in the basis. Multislice (and its
+        nodes): ``M(e) - I``, so that the library becomes the strained cell's own intensities
+        ``M(e)``; at zero strain the two agree to the library's float16 storage, but a
+        difference ``M(e) - M(0)`` computed on every second incident direction would keep the
+        unstrained cell's finer detail in ``k``, which in thick SrTiO3 at 80 kV misleads more
+        than it helps (an 80 nm crystal read 74 nm with it, 57 nm without; exact: 41 nm).
+        ``rows`` selects some of those beams (indices into them) before interpolation.
         """
         voxel = tuple(int(v) for v in voxel)
         index = slice(None) if rows is None else torch.as_tensor(rows)
         n = len(self.library.k_mrad)
-        if self.engine == "multislice":
+        if self.engine != "bloch":
             values = self._engine_values(voxel)[:, index]
             if values.shape[-1] != n:
                 values = torch.nn.functional.interpolate(

@@ -14,7 +14,7 @@ from pathlib import Path
 from ._common import CommandError, add_json_option, emit
 
 #: ``--contents`` choices.
-CONTENTS = ("unstrained", "bloch", "multislice")
+CONTENTS = ("unstrained", "bloch", "multislice", "nodes")
 
 
 def frame_options(args: argparse.Namespace, ranges, content_device: str) -> dict:
@@ -74,15 +74,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="unstrained",
         help="disk contents of the training frames: the library's unstrained ones (default, "
         "the recipe that fits 2 CPU cores), or those of each block's content strain from Bloch "
-        "waves or from the strained cell's multislice (the shipped model; runs on --device: "
-        "minutes on a GPU, hours on 2 CPU cores); the calibration frames use the same engine "
-        "(Bloch for unstrained)",
+        "waves, from the strained cell's multislice (the shipped model; runs on --device: "
+        "minutes on a GPU, hours on 2 CPU cores) or from that multislice at 27 node strains "
+        "per library, interpolated (about 4 minutes per library on 2 CPU cores); the "
+        "calibration frames use the same engine (Bloch for unstrained)",
     )
     parser.add_argument(
         "--content-step",
         type=float,
         default=0.005,
-        help="grid step of the content strain with --contents bloch|multislice (default: 0.005)",
+        help="grid step of the content strain with --contents bloch|multislice|nodes "
+        "(default: 0.005)",
     )
     parser.add_argument(
         "--workers",
@@ -163,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         content_engine=args.contents if with_contents else "bloch",
         content_step=args.content_step,
     )
-    # the multislice content engine runs where the networks train; Bloch waves on the CPU
-    content_device = str(device) if args.contents == "multislice" else "cpu"
+    # the multislice content engines run where the networks train; Bloch waves on the CPU
+    content_device = str(device) if args.contents in ("multislice", "nodes") else "cpu"
     work = args.dir or _default_dir()
     start = time.perf_counter()
     timings = {}

@@ -25,7 +25,8 @@ import torch
 
 from sim_devices.cbed_fast import FastCBED
 from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
-from sim_devices.strain_contents import DEFAULT_STEP
+from sim_devices.content_nodes import NODE_SPAN
+from sim_devices.strain_contents import DEFAULT_STEP, StrainContents
 
 from .conditions import (
     CONVERGENCE_RANGE_MRAD,
@@ -56,7 +57,10 @@ class TrainingRanges:
     256-frame block, on a GPU), and read held-out exact physics better than the same recipe on
     unstrained contents (one Poisson draw: 0.095 / 0.102 / 0.063 % strain, 3.84 nm thickness,
     against 0.101 / 0.095 / 0.075 % and 4.28 nm); with Bloch-wave contents a single network
-    did worse (see the model card). It defaults to off, the recipe that fits 2 CPU cores.
+    did worse (see the model card). It defaults to off, the recipe that fits 2 CPU cores;
+    ``content_engine="nodes"`` reads the strained cell's multislice from 27 node strains per
+    beam library (:mod:`sim_devices.content_nodes`, computed once before the shards, about 4
+    minutes per library on 2 cores), strained contents that fit 2 cores too.
 
     ``edge_subpixels`` integrates each pixel's area inside the aperture over that many
     sub-pixels per side (:class:`sim_devices.cbed_fast.FastCBED`). 3 is closer to the exact
@@ -79,11 +83,23 @@ class TrainingRanges:
     content_step: float = DEFAULT_STEP
 
 
+def library_source(ranges: TrainingRanges) -> str:
+    """What computes the beam libraries of frames made with ``ranges``.
+
+    With strained-cell contents (either multislice engine) every content strain but zero comes
+    from the strained cell, so zero does too: the cell's library (about 40 s to build on 2 cores
+    against minutes with abTEM; :mod:`sim_devices.cbed_library`). Otherwise abTEM's.
+    """
+    if ranges.strain_contents and ranges.content_engine in ("multislice", "nodes"):
+        return "cell"
+    return "abtem"
+
+
 def _libraries(
-    materials: tuple[tuple[str, str], ...], voltages: tuple[float, ...]
+    materials: tuple[tuple[str, str], ...], voltages: tuple[float, ...], source: str
 ) -> dict[tuple[str, str, float], BeamLibrary]:
     return {
-        (m, z, v): load_or_build(LibrarySpec(material=m, zone_axis=z, voltage_kv=v))
+        (m, z, v): load_or_build(LibrarySpec(material=m, zone_axis=z, voltage_kv=v, source=source))
         for m, z in materials
         for v in voltages
     }
@@ -207,8 +223,17 @@ def generate_shards(
     todo = [i for i, p in enumerate(paths) if not p.exists()]
     if not todo:
         return paths
-    # missing libraries are built once, here, before any worker needs one
-    _LOADED[(materials, voltages)] = _libraries(materials, voltages)
+    if ranges.strain_contents and ranges.content_engine == "nodes" and ranges.strain > NODE_SPAN:
+        raise ValueError(
+            f"the content nodes span +-{NODE_SPAN:g} per strain component, the training range "
+            f"+-{ranges.strain:g}: use the multislice content engine"
+        )
+    # missing libraries (and content nodes) are built once, here, before any worker needs one
+    key = (materials, voltages, library_source(ranges))
+    _LOADED[key] = _libraries(*key)
+    if ranges.strain_contents and ranges.content_engine == "nodes":
+        for library in _LOADED[key].values():
+            StrainContents(library, ranges.content_step, "nodes", content_device).nodes(progress)
     job = dict(
         seed=seed,
         frames=frames_per_shard,
@@ -260,9 +285,9 @@ def _write_shard(
     start = time.perf_counter()
     if threads is not None:
         torch.set_num_threads(threads)
-    key = (materials, voltages)
+    key = (materials, voltages, library_source(ranges))
     if key not in _LOADED:
-        _LOADED[key] = _libraries(materials, voltages)
+        _LOADED[key] = _libraries(*key)
     rng = np.random.default_rng([seed, index])
     blocks = [
         generate_block(rng, _LOADED[key], block, ranges, content_device)

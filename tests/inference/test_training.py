@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -224,3 +225,21 @@ def test_ensemble_refuses_members_that_saw_its_calibration_frames(shards, tmp_pa
         train(shards[:1], tmp_path / "c", TrainingSettings(seed=1, **tiny))
         build_ensemble([tmp_path / "a", tmp_path / "c"], shards, tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
+
+
+def test_node_contents_are_refused_past_their_span_before_any_shard(tmp_path):
+    ranges = TrainingRanges(strain=0.025, strain_contents=True, content_engine="nodes")
+    with pytest.raises(ValueError, match="content nodes span"):
+        generate_shards(tmp_path, 1, ranges=ranges, **SI_ONLY)
+    assert not list(tmp_path.glob("shard*"))
+
+
+def test_strained_cell_contents_take_the_cells_library():
+    from stem_loop.inference.dataset import library_source
+
+    assert library_source(TrainingRanges()) == "abtem"
+    assert library_source(TrainingRanges(strain_contents=True)) == "abtem"  # Bloch waves
+    for engine in ("multislice", "nodes"):
+        ranges = TrainingRanges(strain_contents=True, content_engine=engine)
+        assert library_source(ranges) == "cell"
+        assert library_source(replace(ranges, strain_contents=False)) == "abtem"
