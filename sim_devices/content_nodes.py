@@ -13,8 +13,8 @@ Against exact probe multislice (the 64 held-out patterns at 80 kV, Si [110] and 
 chi^2 at 10^5 electrons is 3,693 with node contents, 3,393 with each crystal's own strained cell
 on the 0.5 % grid (the multislice engine) and 4,871 with the unstrained library's contents: the
 nodes keep about 70 % of what the strained cell gains. Lattice-fit disk positions agree with
-exact to 0.060 px rms with either strained contents (0.076 px unstrained); the largest
-difference is 0.135 px with nodes, 0.104 px with the cell on the grid.
+exact to 0.060 px rms with the nodes, 0.063 px with the cell on the grid and 0.076 px with
+unstrained contents; the largest difference is 0.135, 0.104 and 0.210 px.
 
 The node intensities are cached beside the beam libraries (float16, as the libraries), one file
 per library, strain span and direction grid, and read memory-mapped so that processes writing
