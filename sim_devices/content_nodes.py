@@ -98,7 +98,10 @@ class ContentNodes:
 
     def at(self, strain: tuple[float, float, float]) -> np.ndarray:
         """Interpolated intensities ``(T, G, K)`` float32 at ``strain`` (inside the span)."""
-        weights = lagrange_weights(strain, self.span)
+        return self.combine(lagrange_weights(strain, self.span))
+
+    def combine(self, weights: np.ndarray) -> np.ndarray:
+        """``sum_i weights[i] * values[i]``, ``(T, G, K)`` float32 (weights of the 27 nodes)."""
         out = np.zeros(self.values.shape[1:], dtype=np.float32)
         for weight, node in zip(weights, self.values, strict=True):
             if weight != 0.0:
@@ -115,9 +118,12 @@ def nodes_path(
 ) -> Path:
     """Cache file of one library's nodes on one grid of directions, exit planes and beams."""
     digest = hashlib.sha256()
-    for array in (np.asarray(directions, np.float64), np.asarray(exit_slices, np.int64)):
+    for array in (
+        np.asarray(directions, np.float64),
+        np.asarray(exit_slices, np.int64),
+        np.asarray(beams, np.int64),
+    ):
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(np.ascontiguousarray(np.asarray(beams, np.int64)).tobytes())
     digest.update(f"{span!r}-{NODES_FORMAT}".encode())
     # the nodes do not depend on what computed the library's own intensities
     stem = replace(spec, source="abtem").filename().removesuffix(".npz")

@@ -39,6 +39,8 @@ DEFAULT_STEP = 0.005
 #: Content engines: Bloch waves of the projected crystal, multislice of the strained cell at
 #: each grid point, or that multislice at 27 node strains, interpolated.
 ENGINES = ("bloch", "multislice", "nodes")
+#: The engines that run the strained cell's multislice.
+CELL_ENGINES = ("multislice", "nodes")
 #: Bloch-wave results kept in memory per process (about 13 MB each for Si [110] at 200 kV).
 CACHE_SIZE = 48
 
@@ -91,7 +93,7 @@ class StrainContents:
             self.bloch = bloch_waves(spec.material, spec.zone_axis, spec.voltage_kv)
             index = {tuple(int(v) for v in hk): i for i, hk in enumerate(self.bloch.hk)}
             rows = np.array([index.get(tuple(int(v) for v in hk), -1) for hk in library.hk])
-        else:  # both multislice engines
+        else:  # CELL_ENGINES
             self.cell = strained_cell_multislice(
                 spec.material, spec.zone_axis, spec.voltage_kv, spec.settings
             )
@@ -128,8 +130,8 @@ class StrainContents:
                 float(np.clip(v, -self.node_span, self.node_span)) if abs(v) <= reach else v
                 for v in strain
             )
-            lagrange_weights(inside, self.node_span)  # refuses a strain past the span first
-            values = self.nodes().at(inside)
+            weights = lagrange_weights(inside, self.node_span)  # refused before nodes are made
+            values = self.nodes().combine(weights)
         else:
             on_cpu = self.device.type == "cpu"
             values = self.cell.intensities(
@@ -184,7 +186,7 @@ class StrainContents:
         voxel = tuple(int(v) for v in voxel)
         index = slice(None) if rows is None else torch.as_tensor(rows)
         n = len(self.library.k_mrad)
-        if self.engine != "bloch":
+        if self.engine in CELL_ENGINES:
             values = self._engine_values(voxel)[:, index]
             if values.shape[-1] != n:
                 values = torch.nn.functional.interpolate(

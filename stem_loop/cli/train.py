@@ -125,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stages and print a summary."""
+    from sim_devices.strain_contents import CELL_ENGINES
     from stem_loop.inference.calibration import generate_calibration
     from stem_loop.inference.dataset import TrainingRanges, generate_shards
     from stem_loop.inference.exact_calibration import (
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         content_step=args.content_step,
     )
     # the multislice content engines run where the networks train; Bloch waves on the CPU
-    content_device = str(device) if args.contents in ("multislice", "nodes") else "cpu"
+    content_device = str(device) if args.contents in CELL_ENGINES else "cpu"
     work = args.dir or _default_dir()
     start = time.perf_counter()
     timings = {}

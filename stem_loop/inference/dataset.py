@@ -26,7 +26,7 @@ import torch
 from sim_devices.cbed_fast import FastCBED
 from sim_devices.cbed_library import BeamLibrary, LibrarySpec, load_or_build
 from sim_devices.content_nodes import NODE_SPAN
-from sim_devices.strain_contents import DEFAULT_STEP, StrainContents
+from sim_devices.strain_contents import CELL_ENGINES, DEFAULT_STEP, StrainContents
 
 from .conditions import (
     CONVERGENCE_RANGE_MRAD,
@@ -90,7 +90,7 @@ def library_source(ranges: TrainingRanges) -> str:
     from the strained cell, so zero does too: the cell's library (about 40 s to build on 2 cores
     against minutes with abTEM; :mod:`sim_devices.cbed_library`). Otherwise abTEM's.
     """
-    if ranges.strain_contents and ranges.content_engine in ("multislice", "nodes"):
+    if ranges.strain_contents and ranges.content_engine in CELL_ENGINES:
         return "cell"
     return "abtem"
 
@@ -223,7 +223,8 @@ def generate_shards(
     todo = [i for i, p in enumerate(paths) if not p.exists()]
     if not todo:
         return paths
-    if ranges.strain_contents and ranges.content_engine == "nodes" and ranges.strain > NODE_SPAN:
+    with_nodes = ranges.strain_contents and ranges.content_engine == "nodes"
+    if with_nodes and ranges.strain > NODE_SPAN:
         raise ValueError(
             f"the content nodes span +-{NODE_SPAN:g} per strain component, the training range "
             f"+-{ranges.strain:g}: use the multislice content engine"
@@ -231,7 +232,7 @@ def generate_shards(
     # missing libraries (and content nodes) are built once, here, before any worker needs one
     key = (materials, voltages, library_source(ranges))
     _LOADED[key] = _libraries(*key)
-    if ranges.strain_contents and ranges.content_engine == "nodes":
+    if with_nodes:
         for library in _LOADED[key].values():
             StrainContents(library, ranges.content_step, "nodes", content_device).nodes(progress)
     job = dict(
