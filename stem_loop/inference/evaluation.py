@@ -89,6 +89,33 @@ def merge_heldout(*sets: dict) -> dict:
     return out
 
 
+def select_runs(heldout: dict, runs: list[int] | np.ndarray) -> dict:
+    """The held-out set with only the given runs (crystals), renumbered in that order.
+
+    Raises
+    ------
+    ValueError
+        If a run index is repeated or not in the set.
+    """
+    runs = [int(r) for r in runs]
+    n_runs = len(heldout["meta"]["runs"])
+    bad = [r for r in runs if not 0 <= r < n_runs]
+    if bad or len(set(runs)) != len(runs):
+        raise ValueError(
+            f"runs must be distinct indices below {n_runs}; got {runs}"
+            + (f" ({bad} out of range)" if bad else " (repeated)")
+        )
+    rows = [np.flatnonzero(heldout["run_index"] == r) for r in runs]
+    out = {
+        key: np.concatenate([value[r] for r in rows])
+        for key, value in heldout.items()
+        if key not in ("meta", "run_index")
+    }
+    out["run_index"] = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)])
+    out["meta"] = dict(heldout["meta"], runs=[heldout["meta"]["runs"][r] for r in runs])
+    return out
+
+
 def _run_conditions(meta: dict) -> list[tuple[BeamConditions, tuple[float, float]]]:
     return [
         (BeamConditions(**run["conditions"]), tuple(run["center_offset_px"]))

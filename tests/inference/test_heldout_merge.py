@@ -1,4 +1,5 @@
-"""Held-out sets pooled: merge_heldout, and the second shipped set's crystals."""
+"""Held-out sets pooled and cut: merge_heldout, select_runs, and the second shipped set's
+crystals."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import copy
 import numpy as np
 import pytest
 
-from stem_loop.inference.evaluation import crystal_interval, load_heldout, merge_heldout
+from stem_loop.inference.evaluation import (
+    crystal_interval,
+    load_heldout,
+    merge_heldout,
+    select_runs,
+)
 from stem_loop.inference.exact_calibration import SHIPPED_VALIDATION
 from stem_loop.inference.heldout import (
     SECOND_HELDOUT,
@@ -53,6 +59,23 @@ def test_sets_that_differ_are_not_merged(two_sets):
         merge_heldout(a, small)
     with pytest.raises(ValueError, match="at least one"):
         merge_heldout()
+
+
+def test_selected_runs_keep_their_patterns_in_the_order_asked(two_sets):
+    a, _ = two_sets
+    picked = select_runs(a, [5, 0])
+    rows5, rows0 = (np.flatnonzero(a["run_index"] == r) for r in (5, 0))
+    np.testing.assert_array_equal(picked["counts"], a["counts"][np.r_[rows5, rows0]])
+    np.testing.assert_array_equal(picked["thickness_nm"], a["thickness_nm"][np.r_[rows5, rows0]])
+    np.testing.assert_array_equal(picked["run_index"], np.repeat([0, 1], [len(rows5), len(rows0)]))
+    assert picked["meta"]["runs"] == [a["meta"]["runs"][5], a["meta"]["runs"][0]]
+    assert picked["meta"]["thicknesses_nm"] == a["meta"]["thicknesses_nm"]
+    # a selection merges back with the rest like any set
+    assert len(merge_heldout(picked, select_runs(a, [1]))["meta"]["runs"]) == 3
+    with pytest.raises(ValueError, match="out of range"):
+        select_runs(a, [len(a["meta"]["runs"])])
+    with pytest.raises(ValueError, match="repeated"):
+        select_runs(a, [1, 1])
 
 
 def test_the_second_held_out_set_holds_other_crystals(two_sets):
