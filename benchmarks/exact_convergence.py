@@ -1,17 +1,16 @@
-"""Convergence of the exact patterns with the crystal block and the pixel integration.
+"""Convergence of the exact patterns with the crystal block.
 
 The exact model samples the pattern every ``lambda / box`` (0.33 mrad on 0.35 mrad pixels for
-a 12.8 nm block at 80 kV) and either rebins those samples onto the pixels
-(``pixel_subsamples=0``, the shipped held-out sets) or integrates the exit wave's exact Fourier
-transform over ``n x n`` points per pixel (:mod:`sim_devices.pixel_dft`). For one held-out
-crystal this runs the multislice once per block and detects its exit waves both ways, then
-compares every pattern with the largest block's finest one: the relative difference of the
-patterns, the largest difference of the lattice-fit disk positions (what a strain measurement
-reads, :func:`sim_devices.validation.compare_patterns`' metric) and the strain that difference
-of lattices amounts to. The fast model closest to physics (strained-cell contents, no block)
-is compared too.
+a 12.8 nm block at 80 kV) and integrates those samples onto the pixels. For one held-out
+crystal this runs the multislice once per block and compares every pattern with the largest
+block's: the relative difference of the patterns, the largest difference of the lattice-fit
+disk positions (what a strain measurement reads, :func:`sim_devices.validation.compare_patterns`'
+metric) and the strain that difference of lattices amounts to. The fast model closest to
+physics (strained-cell contents, no block) is compared too.
 
-Measured (held-out first set, run 0: Si 80 kV, 3.90 mrad, strain 1.85 / -1.50 / -0.62 %; 2
+Tried at commit b33060f, and not kept: integrating the exit wave's exact Fourier transform over
+``n x n`` points in every pixel instead of rebinning the FFT samples. Measured there
+(held-out first set, run 0: Si 80 kV, 3.90 mrad, strain 1.85 / -1.50 / -0.62 %; 2
 cores shared with a held-out rebuild), against the 25.6 nm block with 4 x 4 points per pixel,
 pattern difference and lattice-fit disk positions at 10 / 30 nm:
 
@@ -31,8 +30,8 @@ block, not the pixel integration, is what converges the pattern: 12.8 nm integra
 no closer to 25.6 nm than 19.2 nm rebinned, and 2 x 2 points a pixel are worse than rebinning.
 
 Run: ``.venv/bin/python benchmarks/exact_convergence.py [--run 0] [--set first]
-[--boxes 12.8 19.2 25.6] [--subsamples 0 2 4] [--thicknesses 10 30]`` (one multislice per block:
-about 4, 10 and 18 minutes on one core for 30 nm of Si at 80 kV).
+[--boxes 12.8 19.2 25.6] [--thicknesses 10 30]`` (one multislice per block, 30 nm of Si at
+80 kV: 390, 366 and 2,476 s on one core of two, beside a held-out rebuild on both).
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ def main() -> None:
     parser.add_argument("--set", choices=tuple(SEEDS), default="first")
     parser.add_argument("--run", type=int, default=0, help="held-out run (crystal) index")
     parser.add_argument("--boxes", type=float, nargs="+", default=[12.8, 19.2, 25.6])
-    parser.add_argument("--subsamples", type=int, nargs="+", default=[0, 2, 4])
     parser.add_argument("--thicknesses", type=float, nargs="+", default=[10.0, 30.0])
     args = parser.parse_args()
     run = plan_heldout(2, seed=SEEDS[args.set])[args.run]
@@ -73,20 +71,12 @@ def main() -> None:
         f"{c.material} {c.voltage_kv:g} kV, {c.convergence_mrad:.2f} mrad, strain "
         f"{np.round(run.strain, 4).tolist()}, tilt {np.round(run.tilt_mrad, 2).tolist()} mrad"
     )
-    patterns: dict[tuple[float, int], np.ndarray] = {}
+    patterns: dict[float, np.ndarray] = {}
     for box in sorted(args.boxes):
         exact = ExactCBED(c.material, c.zone_axis, c.beam, detector, MultisliceSettings(box_nm=box))
         start = time.perf_counter()
-        waves, sampling = exact.exit_waves(run.strain, run.tilt_mrad, args.thicknesses)
-        seconds = time.perf_counter() - start
-        for n in args.subsamples:
-            start = time.perf_counter()
-            patterns[box, n] = exact.detect(waves, sampling, n).astype(np.float64)
-            print(
-                f"  block {box:g} nm: multislice {seconds:.0f} s, "
-                f"detect (subsamples {n}) {time.perf_counter() - start:.1f} s"
-            )
-        del waves
+        patterns[box] = exact.thickness_series(run.strain, run.tilt_mrad, args.thicknesses)
+        print(f"  block {box:g} nm: {time.perf_counter() - start:.0f} s")
     fast = closest_fast_model(
         load_or_build(c.library_spec()), c, run.center_offset_px, content_step=TWIN_CONTENT_STEP
     )
@@ -100,16 +90,16 @@ def main() -> None:
         tilt_y_mrad=np.full(n, run.tilt_mrad[1]),
     )
     fast_patterns = fast.patterns(descriptors).astype(np.float64)
-    reference_key = (max(args.boxes), max(args.subsamples))
+    reference_key = max(args.boxes)
     radius = fast.alpha / fast.pixel
     print(
-        f"\nagainst block {reference_key[0]:g} nm, subsamples {reference_key[1]}: pattern "
+        f"\nagainst block {reference_key:g} nm: pattern "
         "difference (norm), lattice-fit disk positions max (px), lattice as strain (%, max)"
     )
-    rows = {f"block {b:g} nm, sub {s}": patterns[b, s] for b, s in patterns}
+    rows = {f"block {b:g} nm": p.astype(np.float64) for b, p in patterns.items()}
     rows["fast model"] = fast_patterns
     for t, thickness in enumerate(args.thicknesses):
-        reference = patterns[reference_key][t]
+        reference = rows[f"block {reference_key:g} nm"][t]
         guesses, hk, weights = bright_disks(fast, run.strain, fast_patterns[t])
         ref_origin, ref_basis = lattice(reference, guesses, hk, weights, radius)
         ref_fit = ref_origin + hk @ ref_basis.T

@@ -9,6 +9,7 @@ import pytest
 from sim_devices import Beam, Detector
 from sim_devices.cbed_exact import ExactCBED, MultisliceSettings, strained_block
 from sim_devices.materials import zone_axis_crystal
+from sim_devices.rebin import rebin_pattern
 
 CHEAP = MultisliceSettings(sampling_a=0.1, box_nm=4.0)
 
@@ -79,3 +80,27 @@ def test_a_wave_larger_than_abtems_chunk_size_is_one_chunk():
         assert wave_chunk_bytes((40, 56)) == 4 * 16 * 40 * 56
     np.testing.assert_allclose(small, reference, rtol=1e-5, atol=1e-9)
     assert wave_chunk_bytes((8, 8)) >= 2**20  # never below the configured default
+
+
+def test_detection_is_abtems_diffraction_pattern_rebinned():
+    """exit_waves then detect: the pattern abTEM's own diffraction_patterns gives, rebinned."""
+    import abtem
+
+    beam, detector = Beam(voltage_kv=80, convergence_mrad=2.0), Detector(pixels=48)
+    model = ExactCBED("Si", "110", beam, detector, MultisliceSettings(sampling_a=0.1, box_nm=3.2))
+    waves, sampling = model.exit_waves((0.01, 0.0, 0.0), (1.0, 0.0), [2.0, 4.0])
+    assert waves.shape[0] == 2 and np.iscomplexobj(waves)
+    ours = model.detect(waves, sampling)
+    array = np.stack(
+        [
+            abtem.Waves(wave, energy=beam.energy_ev, sampling=sampling)
+            .diffraction_patterns(max_angle="full", fftshift=True, renormalize=False)
+            .array
+            for wave in waves
+        ]
+    ).astype(np.float64)
+    gpts = waves.shape[1:]
+    d = [beam.wavelength_nm * 10e3 / (n * s) for n, s in zip(gpts, sampling, strict=True)]
+    source = tuple((np.arange(n) - n // 2) * di for n, di in zip(waves.shape[1:], d, strict=True))
+    theirs = rebin_pattern(array, source, tuple(d), detector.angles_mrad(), detector.mrad_per_pixel)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * theirs.max())
