@@ -43,16 +43,15 @@ import argparse
 import time
 
 import numpy as np
+from heldout_rebuild import SEEDS  # the sibling script (benchmarks/ on sys.path)
 
 from sim_devices.cbed_exact import ExactCBED, MultisliceSettings
 from sim_devices.cbed_library import load_or_build
-from sim_devices.disk_positions import fit_lattice, measure_disk_positions
-from sim_devices.validation import bright_disks
+from sim_devices.disk_positions import fit_lattice, lattice_deformation, measure_disk_positions
+from sim_devices.validation import bright_disks, crystal_descriptors
 from stem_loop.inference.evaluation import TWIN_CONTENT_STEP
-from stem_loop.inference.heldout import HELDOUT_SEED, SECOND_HELDOUT_SEED, plan_heldout
+from stem_loop.inference.heldout import plan_heldout
 from stem_loop.inference.refine import closest_fast_model
-
-SEEDS = {"first": HELDOUT_SEED, "second": SECOND_HELDOUT_SEED}
 
 
 def lattice(pattern: np.ndarray, guesses: np.ndarray, hk: np.ndarray, weights, radius: float):
@@ -83,15 +82,7 @@ def main() -> None:
     fast = closest_fast_model(
         load_or_build(c.library_spec()), c, run.center_offset_px, content_step=TWIN_CONTENT_STEP
     )
-    n = len(args.thicknesses)
-    descriptors = dict(
-        exx=np.full(n, run.strain[0]),
-        eyy=np.full(n, run.strain[1]),
-        exy=np.full(n, run.strain[2]),
-        thickness_nm=np.asarray(args.thicknesses),
-        tilt_x_mrad=np.full(n, run.tilt_mrad[0]),
-        tilt_y_mrad=np.full(n, run.tilt_mrad[1]),
-    )
+    descriptors = crystal_descriptors(run.strain, run.tilt_mrad, args.thicknesses)
     fast_patterns = fast.patterns(descriptors).astype(np.float64)
     reference_key = max(args.boxes)
     radius = fast.alpha / fast.pixel
@@ -111,8 +102,7 @@ def main() -> None:
             pattern = stack[t]
             origin, basis = lattice(pattern, guesses, hk, weights, radius)
             shift = np.hypot(*(origin + hk @ basis.T - ref_fit).T).max()
-            # reciprocal basis B' = (1 + e)^-T B: e ~ -(B' B^-1 - 1)^T to first order
-            strain = -(basis @ np.linalg.inv(ref_basis) - np.eye(2)).T
+            strain = lattice_deformation(basis, ref_basis)
             gap = np.linalg.norm(pattern - reference) / np.linalg.norm(reference)
             print(
                 f"  {label:24s} {100 * gap:6.2f} %  {shift:6.3f} px  "

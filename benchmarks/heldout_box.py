@@ -15,39 +15,33 @@ Run: ``.venv/bin/python benchmarks/heldout_box.py [first|second] [--box 19.2] [-
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+from heldout_rebuild import SEEDS, rebuilt_path  # the sibling script (benchmarks/ on sys.path)
 
 from sim_devices.cbed_exact import MultisliceSettings
 from stem_loop.inference import Predictor
 from stem_loop.inference.evaluation import (
     load_heldout,
-    predict_heldout,
-    repeat_draws,
     report,
     select_runs,
 )
 from stem_loop.inference.heldout import (
     SECOND_HELDOUT,
-    SECOND_HELDOUT_SEED,
     SHIPPED_HELDOUT,
     build_heldout,
     plan_heldout,
 )
 
 SETS = {"first": SHIPPED_HELDOUT, "second": SECOND_HELDOUT}
-SEEDS = {"first": None, "second": SECOND_HELDOUT_SEED}
-FOLDER = Path(__file__).parent / "data"
 STRAIN = ("exx", "eyy", "exy")
 COLUMNS = (("exx", 100.0), ("eyy", 100.0), ("exy", 100.0), ("thickness_nm", 1.0))
 
 
 def _larger_block(name: str, box: float) -> dict:
     """The finished runs of the set recomputed on ``box``, assembled from their parts."""
-    seed = SEEDS[name]
-    runs = plan_heldout(2) if seed is None else plan_heldout(2, seed=seed)
-    path = FOLDER / f"heldout_box{box:g}" / f"{name}.npz"
+    path = rebuilt_path(name, box)
+    runs = plan_heldout(2, seed=SEEDS[name])
     build_heldout(path, runs, settings=MultisliceSettings(box_nm=box), partial=True)
     return load_heldout(path)
 
@@ -84,9 +78,10 @@ def main() -> None:
     predictor = Predictor()
     readings = {}
     for label, heldout in blocks.items():
-        s = report(predictor, doses=(1e5,), heldout=heldout, shot_noise=False, draws=args.draws)[
-            "summary"
-        ]
+        result = report(
+            predictor, doses=(1e5,), heldout=heldout, shot_noise=False, draws=args.draws
+        )
+        s = result["summary"]
         cells = [
             " = ".join(f"{f * s[f'{k}{part}']:.3f}" for part in ("_rms", "_spread"))
             + f" (+) {f * s[f'{k}_mean_error']:.3f}"
@@ -94,7 +89,7 @@ def main() -> None:
         ]
         live = f"{s['thickness_live_nm_rms']:.3f}"
         print(f"{label:8s} " + " ".join(f"{c:>26s}" for c in cells) + f" {live:>8s}")
-        readings[label] = predict_heldout(predictor, repeat_draws(heldout, args.draws), 1e5)
+        readings[label] = result["readings"]
     print(
         "(rms = draw-to-draw spread (+) error of the draws' mean; strain in %, thickness in nm;"
         " live: the thickness the agent publishes, doubtful frames refined)"
@@ -104,14 +99,13 @@ def main() -> None:
     run_index = np.tile(larger["run_index"], args.draws)
     for run, meta in enumerate(larger["meta"]["runs"]):
         rows = run_index == run
-        errors = []
-        for label in labels:
-            errors.append(
-                [
-                    100 * np.nanmean(readings[label]["values"][k][rows] - meta["strain"][i])
-                    for i, k in enumerate(STRAIN)
-                ]
-            )
+        errors = [
+            [
+                100 * np.nanmean(readings[label]["values"][k][rows] - meta["strain"][i])
+                for i, k in enumerate(STRAIN)
+            ]
+            for label in labels
+        ]
         a = smaller["counts"][smaller["run_index"] == run].astype(np.float64)
         b = larger["counts"][larger["run_index"] == run].astype(np.float64)
         diff = np.linalg.norm(b - a) / np.linalg.norm(a)

@@ -29,6 +29,11 @@ SEEDS = {"first": HELDOUT_SEED, "second": SECOND_HELDOUT_SEED}
 FOLDER = Path(__file__).parent / "data"
 
 
+def rebuilt_path(name: str, box_nm: float) -> Path:
+    """Where set ``name`` rebuilt on a ``box_nm`` block is assembled (its parts beside it)."""
+    return FOLDER / f"heldout_box{box_nm:g}" / f"{name}.npz"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set", choices=tuple(SEEDS))
@@ -36,7 +41,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes (one per core)")
     parser.add_argument("--partial", action="store_true", help="assemble finished runs only")
     args = parser.parse_args()
-    path = FOLDER / f"heldout_box{args.box:g}" / f"{args.set}.npz"
+    path = rebuilt_path(args.set, args.box)
     build_heldout(
         path,
         plan_heldout(2, seed=SEEDS[args.set]),

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sim_devices.cbed_library import load_or_build
-from sim_devices.disk_positions import fit_lattice, measure_disk_positions
+from sim_devices.disk_positions import fit_lattice, lattice_deformation, measure_disk_positions
 from sim_devices.validation import bright_disks
 from stem_loop.inference import Predictor
 from stem_loop.inference.conditions import BeamConditions
@@ -59,8 +59,7 @@ def lattice_strain(exact: np.ndarray, twin: np.ndarray, fast, strain) -> np.ndar
         fit_lattice(measure_disk_positions(p.astype(np.float64), guesses, radius), hk, weights)[1]
         for p in (exact, twin)
     ]
-    # reciprocal basis B' = (1 + e)^-T B: e ~ -(B' B^-1 - 1)^T to first order
-    e = -(bases[0] @ np.linalg.inv(bases[1]) - np.eye(2)).T
+    e = lattice_deformation(*bases)
     return np.array([e[0, 0], e[1, 1], 0.5 * (e[0, 1] + e[1, 0])])
 
 

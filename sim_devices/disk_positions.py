@@ -130,3 +130,13 @@ def fit_lattice(
     w = np.sqrt(np.ones(ok.sum()) if weights is None else np.asarray(weights, float)[ok])
     coef, *_ = np.linalg.lstsq(design * w[:, None], positions_px[ok] * w[:, None], rcond=None)
     return coef[0], coef[1:].T
+
+
+def lattice_deformation(basis: np.ndarray, reference_basis: np.ndarray) -> np.ndarray:
+    """Strain ``e`` (2 x 2) that takes the lattice ``reference_basis`` to ``basis``.
+
+    Both are reciprocal bases in pixels (:func:`fit_lattice`'s ``basis``). A real-space strain
+    ``1 + e`` turns the reciprocal basis ``B`` into ``(1 + e)^-T B``, so to first order
+    ``e = -(B' B^-1 - 1)^T``.
+    """
+    return -(np.asarray(basis) @ np.linalg.inv(reference_basis) - np.eye(2)).T

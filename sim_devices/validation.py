@@ -100,6 +100,21 @@ def bright_disks(
     return centres[keep], fast.hk[keep], np.asarray(weights)
 
 
+def crystal_descriptors(
+    strain: tuple[float, float, float], tilt_mrad: tuple[float, float], thicknesses_nm
+) -> dict[str, np.ndarray]:
+    """Descriptors of one crystal (strain and tilt) at each of several thicknesses."""
+    n = len(thicknesses_nm)
+    return dict(
+        exx=np.full(n, strain[0]),
+        eyy=np.full(n, strain[1]),
+        exy=np.full(n, strain[2]),
+        thickness_nm=np.asarray(thicknesses_nm, float),
+        tilt_x_mrad=np.full(n, tilt_mrad[0]),
+        tilt_y_mrad=np.full(n, tilt_mrad[1]),
+    )
+
+
 def compare(
     fast: FastCBED,
     exact: ExactCBED,
@@ -128,16 +143,7 @@ def compare_patterns(
     with the same edge-based estimator (:mod:`sim_devices.disk_positions`) for every bright disk
     and compared directly and through a lattice fit (see :class:`ValidationCase`).
     """
-    n = len(thicknesses_nm)
-    descriptors = dict(
-        exx=np.full(n, strain[0]),
-        eyy=np.full(n, strain[1]),
-        exy=np.full(n, strain[2]),
-        thickness_nm=np.asarray(thicknesses_nm, float),
-        tilt_x_mrad=np.full(n, tilt_mrad[0]),
-        tilt_y_mrad=np.full(n, tilt_mrad[1]),
-    )
-    fast_patterns = fast.patterns(descriptors)
+    fast_patterns = fast.patterns(crystal_descriptors(strain, tilt_mrad, thicknesses_nm))
     radius = fast.alpha / fast.pixel
     cases = []
     for thickness, ex, fa in zip(thicknesses_nm, exact_patterns, fast_patterns, strict=True):

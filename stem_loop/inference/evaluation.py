@@ -346,9 +346,10 @@ def report(
         ``summary`` (overall rms errors and 1-sigma coverage at the highest dose; with two
         draws or more also each descriptor's ``<name>_spread`` and ``<name>_mean_error``,
         :func:`draw_split`),
-        ``twin_summary`` (the rms errors on the fast twin at the highest dose) and ``text``
-        (printable tables). ``shot_noise=False`` skips the bound and the twin (they need the
-        beam library of every held-out condition).
+        ``twin_summary`` (the rms errors on the fast twin at the highest dose), ``readings``
+        (:func:`predict_heldout`'s result at the highest dose, every draw of every pattern,
+        draw after draw) and ``text`` (printable tables). ``shot_noise=False`` skips the bound
+        and the twin (they need the beam library of every held-out condition).
 
         ``live_threshold_nm`` adds ``thickness_live_nm_rms`` to every row and the summary:
         the thickness the live path publishes, the networks' reading with the frames whose
@@ -472,6 +473,7 @@ def report(
         dose_rows=dose_rows,
         summary=summary,
         twin_summary=twin_summary,
+        readings=results[top],
         text=_text(rows_out, dose_rows, summary, twin_summary),
     )
 

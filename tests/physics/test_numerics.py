@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim_devices.disk_positions import disk_template, measure_disk_positions
+from sim_devices.disk_positions import disk_template, lattice_deformation, measure_disk_positions
 from sim_devices.rebin import overlap_matrix, rebin_pattern
 
 
@@ -49,3 +49,11 @@ def test_template_is_a_disk():
     t = disk_template(5.0)
     assert t.max() == 1.0 and t.min() == 0.0
     assert t.sum() == pytest.approx(np.pi * 25, rel=0.02)
+
+
+def test_lattice_deformation_reads_the_strain_back():
+    reference = np.array([[30.0, -12.0], [4.0, 25.0]])
+    strain = np.array([[0.004, -0.0015], [-0.0015, -0.002]])
+    strained = np.linalg.inv(np.eye(2) + strain).T @ reference
+    np.testing.assert_allclose(lattice_deformation(strained, reference), strain, atol=2e-5)
+    np.testing.assert_allclose(lattice_deformation(reference, reference), 0.0, atol=1e-15)
