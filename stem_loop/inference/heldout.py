@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -84,20 +85,43 @@ def plan_heldout(runs_per_condition: int = 2, seed: int = HELDOUT_SEED) -> list[
     return runs
 
 
-def compute_run(run: HeldoutRun, settings: MultisliceSettings) -> np.ndarray:
-    """Noise-free expected counts ``(8, rows, cols)`` of one run at :data:`STORED_DOSE`."""
+def compute_run(
+    run: HeldoutRun, settings: MultisliceSettings, pixel_subsamples: Sequence[int] = (0,)
+) -> list[np.ndarray]:
+    """Noise-free expected counts ``(8, rows, cols)`` of one run at :data:`STORED_DOSE`.
+
+    One multislice run, detected once per entry of ``pixel_subsamples`` (see
+    :class:`~sim_devices.cbed_exact.ExactCBED`: 0 rebins the FFT, ``n`` integrates every pixel
+    on ``n x n`` points); one array per entry, in that order.
+    """
     c = run.conditions
     detector = c.detector(run.center_offset_px)
     exact = ExactCBED(c.material, c.zone_axis, c.beam, detector, settings)
-    return exact.thickness_series(run.strain, run.tilt_mrad, HELDOUT_THICKNESSES_NM) * STORED_DOSE
+    waves, sampling = exact.exit_waves(run.strain, run.tilt_mrad, HELDOUT_THICKNESSES_NM)
+    return [exact.detect(waves, sampling, n) * STORED_DOSE for n in pixel_subsamples]
 
 
-def _compute_part(run: HeldoutRun, settings: MultisliceSettings, part: Path) -> float:
-    """Compute one run into ``part`` (written under a temporary name, then renamed)."""
+def parts_folder(path: Path, settings: MultisliceSettings, pixel_subsamples: int = 0) -> Path:
+    """Where the runs of the set at ``path`` computed with these settings are kept.
+
+    Runs computed with other numerical settings or detection are kept apart (never mixed).
+    """
+    detection = f"-px{pixel_subsamples}" if pixel_subsamples else ""
+    return path.with_suffix(f".box{settings.box_nm:g}nm-{settings.sampling_a:g}A{detection}.parts")
+
+
+def detection_path(path: Path, pixel_subsamples: int) -> Path:
+    """The assembled set of detection ``pixel_subsamples`` (``path`` itself for 0)."""
+    return path.with_name(f"{path.stem}-px{pixel_subsamples}.npz") if pixel_subsamples else path
+
+
+def _compute_part(run: HeldoutRun, settings: MultisliceSettings, parts: dict[int, Path]) -> float:
+    """Compute one run into ``parts`` (one file per detection; temporary names, then renamed)."""
     start = time.perf_counter()
-    tmp = part.with_name(part.stem + ".tmp.npy")
-    np.save(tmp, compute_run(run, settings).astype(np.float16))
-    tmp.rename(part)
+    for part, counts in zip(parts.values(), compute_run(run, settings, tuple(parts)), strict=True):
+        tmp = part.with_name(part.stem + ".tmp.npy")
+        np.save(tmp, counts.astype(np.float16))
+        tmp.rename(part)
     return time.perf_counter() - start
 
 
@@ -109,6 +133,7 @@ def build_heldout(
     progress: bool = False,
     partial: bool = False,
     workers: int | None = None,
+    pixel_subsamples: Sequence[int] = (0,),
 ) -> Path:
     """Compute the held-out set into ``path`` (resumable: finished runs are kept beside it).
 
@@ -117,20 +142,33 @@ def build_heldout(
     With ``partial``, only runs already computed are assembled (nothing new is computed).
     ``workers`` processes (default: one per core) run the multislices in parallel; abTEM runs
     each on one thread.
+
+    Each multislice run is detected once per entry of ``pixel_subsamples`` (0: the FFT
+    rebinned, ``n``: every pixel integrated on ``n x n`` points); each detection is kept in its
+    own folder (:func:`parts_folder`) and assembled into :func:`detection_path`. A run is
+    computed again only if a detection lacks it. Returns the first detection's set.
     """
     path = Path(path)
     runs = plan_heldout() if runs is None else runs
     settings = settings or MultisliceSettings()
-    # runs computed with other numerical settings are kept apart (never mixed into this set)
-    parts = path.with_suffix(f".box{settings.box_nm:g}nm-{settings.sampling_a:g}A.parts")
-    parts.mkdir(parents=True, exist_ok=True)
+    detections = tuple(dict.fromkeys(int(n) for n in pixel_subsamples))
+    if not detections or min(detections) < 0:
+        raise ValueError(f"pixel_subsamples must be 0 or more, got {pixel_subsamples}")
+    folders = {n: parts_folder(path, settings, n) for n in detections}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def missing_parts(i: int) -> dict[int, Path]:
+        parts = {n: folder / f"run{i:03d}.npy" for n, folder in folders.items()}
+        return {n: part for n, part in parts.items() if not part.exists()}
+
     groups: dict[tuple, list[int]] = {}
     for i, run in enumerate(runs):
         groups.setdefault((run.conditions.material, run.conditions.voltage_kv), []).append(i)
     order = [
         i for rank in range(len(runs)) for g in groups.values() if rank < len(g) for i in [g[rank]]
     ]
-    todo = [] if partial else [i for i in order if not (parts / f"run{i:03d}.npy").exists()]
+    todo = [] if partial else [i for i in order if missing_parts(i)]
     if todo:
         pool = ProcessPoolExecutor(
             max_workers=min(workers or os.cpu_count() or 1, len(todo)),
@@ -138,13 +176,26 @@ def build_heldout(
         )
         with pool:
             futures = {
-                pool.submit(_compute_part, runs[i], settings, parts / f"run{i:03d}.npy"): i
-                for i in todo
+                pool.submit(_compute_part, runs[i], settings, missing_parts(i)): i for i in todo
             }
             for future in as_completed(futures):
                 seconds = future.result()
                 if progress:
                     print(f"  held-out run {futures[future] + 1}/{len(runs)}: {seconds:.0f} s")
+    for n, folder in folders.items():
+        if n == detections[0] or any(folder.glob("run*[0-9].npy")):
+            _assemble(detection_path(path, n), folder, runs, settings, n)
+    return detection_path(path, detections[0])
+
+
+def _assemble(
+    path: Path,
+    parts: Path,
+    runs: list[HeldoutRun],
+    settings: MultisliceSettings,
+    pixel_subsamples: int,
+) -> None:
+    """Write the finished runs in ``parts`` into the held-out file ``path``."""
     done = [i for i in range(len(runs)) if (parts / f"run{i:03d}.npy").exists()]
     if not done:
         raise FileNotFoundError(f"no held-out runs computed in {parts}")
@@ -178,6 +229,7 @@ def build_heldout(
         thicknesses_nm=list(HELDOUT_THICKNESSES_NM),
         stored_dose=STORED_DOSE,
         settings=asdict(settings),
+        pixel_subsamples=pixel_subsamples,
     )
     np.savez_compressed(
         path,
@@ -186,4 +238,3 @@ def build_heldout(
         meta=np.array(json.dumps(meta)),
         **{name: np.asarray(v, dtype=np.float32) for name, v in table.items()},
     )
-    return path

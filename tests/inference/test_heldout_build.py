@@ -56,3 +56,25 @@ def test_other_settings_never_reuse_these_runs(built, runs):
     with pytest.raises(FileNotFoundError, match="no held-out runs"):
         other = MultisliceSettings(sampling_a=0.1, box_nm=2.0)
         build_heldout(built, runs, settings=other, partial=True)
+
+
+def test_a_second_detection_is_added_beside_the_first(built, runs):
+    """Runs the set already has are computed again for the missing detection only: the
+    rebinned parts are not rewritten, the pixel-integrated ones land in their own set."""
+    parts = sorted(built.parent.glob("*nm-0.1A.parts/run*.npy"))
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    first = build_heldout(built, runs, settings=COARSE, workers=2, pixel_subsamples=(0, 2))
+    assert first == built
+    assert [p.stat().st_mtime_ns for p in parts] == stamps
+    integrated = load_heldout(built.with_name("heldout-px2.npz"))
+    rebinned = load_heldout(built)
+    assert integrated["meta"]["pixel_subsamples"] == 2
+    assert rebinned["meta"]["pixel_subsamples"] == 0
+    assert len(sorted(built.parent.glob("*-px2.parts/run*.npy"))) == 2
+    a = integrated["counts"].astype(np.float64)
+    b = rebinned["counts"].astype(np.float64)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.sum((1, 2)), b.sum((1, 2)), rtol=0.05)
+    assert np.abs(a - b).max() > 0.01 * b.max()
+    with pytest.raises(ValueError, match="pixel_subsamples"):
+        build_heldout(built, runs, settings=COARSE, pixel_subsamples=(-1,))
