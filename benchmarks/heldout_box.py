@@ -1,15 +1,20 @@
-"""The shipped networks on the same held-out crystals computed on two crystal blocks.
+"""The shipped networks on the same held-out crystals computed on several blocks or detections.
 
-The shipped held-out sets are exact multislice on a 12.8 nm block; ``heldout_rebuild.py``
-recomputes their crystals on a larger one (19.2 nm). Scoring the networks on the crystals both
-blocks hold says how much of the strain error is the reference's own (the block's
-truncation) rather than the networks'. For each block: the rms at 10^5 electrons per frame over
-``--draws`` Poisson draws (the same seed on both, so the counts' luck is shared), split into the
-draw-to-draw spread and the error of the draws' mean; then per crystal the mean strain error
-(over draws and thicknesses) on each block and the patterns' relative difference.
+The shipped held-out sets are exact multislice on a 12.8 nm block, their FFT rebinned onto the
+pixels; ``heldout_rebuild.py`` recomputes their crystals on a larger block (19.2 nm), detected
+both rebinned and integrated over every pixel (8 x 8 points of the exit wave's exact
+transform). Scoring the networks on the crystals every reference holds says how much of the
+strain error is the reference's own rather than the networks'. For each reference: the rms at
+10^5 electrons per frame over ``--draws`` Poisson draws (the same seed on all, so the counts'
+luck is shared), split into the draw-to-draw spread and the error of the draws' mean; then per
+crystal the mean strain error (over draws and thicknesses) on each, and the patterns' relative
+difference from the first.
 
-Run: ``.venv/bin/python benchmarks/heldout_box.py [first|second] [--box 19.2] [--draws 8]``
-(uses the finished runs only; seconds per crystal on 2 cores).
+References (``--refs``): ``shipped`` (the set shipped in the package), ``19.2`` (rebuilt on a
+19.2 nm block, rebinned), ``19.2px8`` (the same multislice, 8 x 8 points a pixel).
+
+Run: ``.venv/bin/python benchmarks/heldout_box.py [first|second] [--refs shipped 19.2]
+[--draws 8]`` (uses the finished runs only; seconds per crystal on 2 cores).
 """
 
 from __future__ import annotations
@@ -38,43 +43,50 @@ STRAIN = ("exx", "eyy", "exy")
 COLUMNS = (("exx", 100.0), ("eyy", 100.0), ("exy", 100.0), ("thickness_nm", 1.0))
 
 
-def _larger_block(name: str, box: float) -> dict:
-    """The finished runs of the set recomputed on ``box``, assembled from their parts."""
-    path = rebuilt_path(name, box)
+def _reference(name: str, spec: str) -> dict:
+    """Held-out set ``name`` as reference ``spec``: the shipped file, or the finished runs of
+    a rebuild (``BOX`` rebinned, ``BOXpxN`` integrated on ``N x N`` points a pixel)."""
+    if spec == "shipped":
+        return load_heldout(SETS[name])
+    box, _, points = spec.partition("px")
+    try:
+        box_nm, subsamples = float(box), int(points or 0)
+    except ValueError:
+        raise ValueError(f"reference {spec!r} is not 'shipped', BOX or BOXpxN") from None
+    base = rebuilt_path(name, box_nm)
     runs = plan_heldout(2, seed=SEEDS[name])
-    build_heldout(path, runs, settings=MultisliceSettings(box_nm=box), partial=True)
-    return load_heldout(path)
+    settings = MultisliceSettings(box_nm=box_nm)
+    build_heldout(base, runs, settings=settings, partial=True, pixel_subsamples=(subsamples,))
+    return load_heldout(rebuilt_path(name, box_nm, subsamples))
 
 
-def _common(shipped: dict, larger: dict) -> list[int]:
-    """Indices into the shipped set of the larger block's crystals, in the larger's order."""
-    index = {
-        (r["conditions"]["material"], tuple(r["strain"]), tuple(r["tilt_mrad"])): i
-        for i, r in enumerate(shipped["meta"]["runs"])
-    }
-    keys = [
+def _crystal_keys(heldout: dict) -> list[tuple]:
+    return [
         (r["conditions"]["material"], tuple(r["strain"]), tuple(r["tilt_mrad"]))
-        for r in larger["meta"]["runs"]
+        for r in heldout["meta"]["runs"]
     ]
-    missing = [k for k in keys if k not in index]
-    if missing:
-        raise ValueError(f"crystals of the larger block not in the shipped set: {missing}")
-    return [index[k] for k in keys]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set", nargs="?", choices=tuple(SETS), default="first")
-    parser.add_argument("--box", type=float, default=19.2, help="the larger block side, nm")
+    parser.add_argument(
+        "--refs", nargs="+", default=["shipped", "19.2"], help="shipped, BOX or BOXpxN"
+    )
     parser.add_argument("--draws", type=int, default=8, help="Poisson draws of each pattern")
     args = parser.parse_args()
-    larger = _larger_block(args.set, args.box)
-    shipped = load_heldout(SETS[args.set])
-    picked = _common(shipped, larger)
-    smaller = select_runs(shipped, picked)
-    blocks = {f"{smaller['meta']['settings']['box_nm']:g} nm": smaller, f"{args.box:g} nm": larger}
-    print(f"{args.set} set, shipped runs {picked} ({len(picked)} crystals), {args.draws} draws")
-    print(f"{'block':8s} " + " ".join(f"{k:>26s}" for k, _ in COLUMNS) + f" {'live nm':>8s}")
+    full = {spec: _reference(args.set, spec) for spec in args.refs}
+    keys = [
+        k
+        for k in _crystal_keys(full[args.refs[-1]])
+        if all(k in _crystal_keys(h) for h in full.values())
+    ]
+    blocks = {
+        spec: select_runs(h, [_crystal_keys(h).index(k) for k in keys]) for spec, h in full.items()
+    }
+    first = blocks[args.refs[0]]
+    print(f"{args.set} set, {len(keys)} crystals every reference holds, {args.draws} draws")
+    print(f"{'ref':8s} " + " ".join(f"{k:>26s}" for k, _ in COLUMNS) + f" {'live nm':>8s}")
     predictor = Predictor()
     readings = {}
     for label, heldout in blocks.items():
@@ -94,10 +106,13 @@ def main() -> None:
         "(rms = draw-to-draw spread (+) error of the draws' mean; strain in %, thickness in nm;"
         " live: the thickness the agent publishes, doubtful frames refined)"
     )
-    print("\nper crystal: mean strain error (%) on each block, exx eyy exy; patterns' difference")
     labels = list(blocks)
-    run_index = np.tile(larger["run_index"], args.draws)
-    for run, meta in enumerate(larger["meta"]["runs"]):
+    print(
+        f"\nper crystal: mean strain error (%) on {', '.join(labels)}, exx eyy exy;"
+        f" patterns' difference from {labels[0]}"
+    )
+    run_index = np.tile(first["run_index"], args.draws)
+    for run, meta in enumerate(first["meta"]["runs"]):
         rows = run_index == run
         errors = [
             [
@@ -106,14 +121,18 @@ def main() -> None:
             ]
             for label in labels
         ]
-        a = smaller["counts"][smaller["run_index"] == run].astype(np.float64)
-        b = larger["counts"][larger["run_index"] == run].astype(np.float64)
-        diff = np.linalg.norm(b - a) / np.linalg.norm(a)
+        a = first["counts"][first["run_index"] == run].astype(np.float64)
+        diffs = [
+            np.linalg.norm(b["counts"][b["run_index"] == run].astype(np.float64) - a)
+            / np.linalg.norm(a)
+            for b in list(blocks.values())[1:]
+        ]
         c = meta["conditions"]
         print(
             f"  {c['material']:6s} {c['voltage_kv']:3.0f} kV  "
             + "  ".join(" ".join(f"{e:+.3f}" for e in err) for err in errors)
-            + f"   {100 * diff:.1f} %"
+            + "   "
+            + " ".join(f"{100 * d:.1f} %" for d in diffs)
         )
 
 
