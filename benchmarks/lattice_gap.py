@@ -67,6 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", type=Path, default=SHIPPED_HELDOUT)
     parser.add_argument("--draws", type=int, default=8, help="Poisson draws of each pattern")
+    parser.add_argument(
+        "--per-thickness", action="store_true", help="also print every thickness of a crystal"
+    )
     args = parser.parse_args()
     heldout = load_heldout(args.path)
     twin = fast_twin(heldout)
@@ -116,6 +119,14 @@ def main() -> None:
             + "   networks "
             + " ".join(f"{v:+.3f}" for v in networks[rows].mean(0))
         )
+        if args.per_thickness:
+            for i, values in zip(rows, found, strict=True):
+                print(
+                    f"    {heldout['thickness_nm'][i]:4.0f} nm  "
+                    + " ".join(f"{v:+.3f}" for v in values)
+                    + "   networks "
+                    + " ".join(f"{v:+.3f}" for v in networks[i])
+                )
     found = np.concatenate(every)
     print(
         "all: mean "
