@@ -11,7 +11,8 @@ crystal the mean strain error (over draws and thicknesses) on each, and the patt
 difference from the first.
 
 References (``--refs``): ``shipped`` (the set shipped in the package), ``19.2`` (rebuilt on a
-19.2 nm block, rebinned), ``19.2px8`` (the same multislice, 8 x 8 points a pixel).
+19.2 nm block, rebinned), ``19.2px8`` (the same multislice, 8 x 8 points a pixel),
+``19.2hard`` and ``19.2hardpx8`` (the probe's aperture hard instead of abTEM's soft one).
 
 Run: ``.venv/bin/python benchmarks/heldout_box.py [first|second] [--refs shipped 19.2]
 [--draws 8]`` (uses the finished runs only; seconds per crystal on 2 cores).
@@ -20,6 +21,7 @@ Run: ``.venv/bin/python benchmarks/heldout_box.py [first|second] [--refs shipped
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 from heldout_rebuild import SEEDS, rebuilt_path  # the sibling script (benchmarks/ on sys.path)
@@ -45,19 +47,24 @@ COLUMNS = (("exx", 100.0), ("eyy", 100.0), ("exy", 100.0), ("thickness_nm", 1.0)
 
 def _reference(name: str, spec: str) -> dict:
     """Held-out set ``name`` as reference ``spec``: the shipped file, or the finished runs of
-    a rebuild (``BOX`` rebinned, ``BOXpxN`` integrated on ``N x N`` points a pixel)."""
+    a rebuild (``BOX`` rebinned, ``BOXpxN`` integrated on ``N x N`` points a pixel; ``hard``
+    after the box for the hard-aperture runs)."""
     if spec == "shipped":
         return load_heldout(SETS[name])
-    box, _, points = spec.partition("px")
-    try:
-        box_nm, subsamples = float(box), int(points or 0)
-    except ValueError:
-        raise ValueError(f"reference {spec!r} is not 'shipped', BOX or BOXpxN") from None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(hard)?(?:px(\d+))?", spec)
+    if match is None:
+        raise ValueError(f"reference {spec!r} is not 'shipped', BOX, BOXpxN or BOXhard[pxN]")
+    box_nm, soft, subsamples = float(match[1]), match[2] is None, int(match[3] or 0)
     base = rebuilt_path(name, box_nm)
-    runs = plan_heldout(2, seed=SEEDS[name])
-    settings = MultisliceSettings(box_nm=box_nm)
-    build_heldout(base, runs, settings=settings, partial=True, pixel_subsamples=(subsamples,))
-    return load_heldout(rebuilt_path(name, box_nm, subsamples))
+    build_heldout(
+        base,
+        plan_heldout(2, seed=SEEDS[name]),
+        settings=MultisliceSettings(box_nm=box_nm),
+        partial=True,
+        pixel_subsamples=(subsamples,),
+        soft_aperture=soft,
+    )
+    return load_heldout(rebuilt_path(name, box_nm, subsamples, soft))
 
 
 def _crystal_keys(heldout: dict) -> list[tuple]:

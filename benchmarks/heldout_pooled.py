@@ -10,7 +10,9 @@ error split into the draw-to-draw spread and the error of the draws' mean
 (:func:`stem_loop.inference.evaluation.draw_split`); then the pooled per-condition table.
 No shot-noise bound or fast twin (``report(shot_noise=False)``).
 
-Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first] [--twin]``
+Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first] [--twin]
+[--first PATH] [--second PATH]`` (other held-out files, e.g. the 19.2 nm rebuilds of
+``heldout_rebuild.py``)
 (seconds per set on 2 cores; ``--twin`` also splits the strain error on each set's fast twin,
 the same crystals rendered by the fast model, about 100 s more a set). The second set is built by::
 
@@ -56,6 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=DRAWS, help="Poisson draws of each pattern")
     parser.add_argument(
+        "--first", type=Path, default=SHIPPED_HELDOUT, help="the first set (default: shipped)"
+    )
+    parser.add_argument(
         "--second", type=Path, default=SECOND_HELDOUT, help="the second set (default: shipped)"
     )
     parser.add_argument("--no-first", action="store_true", help="skip the first set alone")
@@ -66,7 +71,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     predictor = Predictor()
-    first, second = load_heldout(SHIPPED_HELDOUT), load_heldout(args.second)
+    first, second = load_heldout(args.first), load_heldout(args.second)
     sets = {"first": first, "second": second, "pooled": merge_heldout(first, second)}
     if args.no_first:
         del sets["first"]

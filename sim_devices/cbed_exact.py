@@ -134,6 +134,10 @@ class ExactCBED:
         a small block (the wave itself depends on the block), but it removes the staircase the
         rebinning puts on every disk edge, which reads as a lattice compressed by up to 0.04 %
         (see the forward-models how-to).
+    soft_aperture : bool, optional
+        abTEM's default probe aperture (True): its amplitude falls linearly over one FFT bin
+        (``lambda / box``) centred on the semi-angle, so the disk's intensity edge, the square,
+        sits about 0.2 bin inside it. False: a hard aperture on the FFT grid, as a physical one.
     """
 
     def __init__(
@@ -144,10 +148,12 @@ class ExactCBED:
         detector: Detector,
         settings: MultisliceSettings | None = None,
         pixel_subsamples: int = 0,
+        soft_aperture: bool = True,
     ) -> None:
         if pixel_subsamples < 0:
             raise ValueError(f"pixel_subsamples must be 0 or more, got {pixel_subsamples}")
         self.pixel_subsamples = int(pixel_subsamples)
+        self.soft_aperture = bool(soft_aperture)
         self.material = material
         self.zone_axis = zone_axis
         self.crystal = zone_axis_crystal(material, zone_axis)
@@ -227,6 +233,7 @@ class ExactCBED:
             energy=self.beam.energy_ev,
             semiangle_cutoff=self.beam.convergence_mrad,
             tilt=(-float(tilt_mrad[0]), -float(tilt_mrad[1])),
+            soft=self.soft_aperture,
         )
         # abTEM refuses to chunk a wave larger than its dask chunk size (128 MB by default: a
         # block of about 20 nm at 0.05 A); one probe position is one wave, so let it be one chunk

@@ -86,39 +86,61 @@ def plan_heldout(runs_per_condition: int = 2, seed: int = HELDOUT_SEED) -> list[
 
 
 def compute_run(
-    run: HeldoutRun, settings: MultisliceSettings, pixel_subsamples: Sequence[int] = (0,)
+    run: HeldoutRun,
+    settings: MultisliceSettings,
+    pixel_subsamples: Sequence[int] = (0,),
+    soft_aperture: bool = True,
 ) -> list[np.ndarray]:
     """Noise-free expected counts ``(8, rows, cols)`` of one run at :data:`STORED_DOSE`.
 
-    One multislice run, detected once per entry of ``pixel_subsamples`` (see
-    :class:`~sim_devices.cbed_exact.ExactCBED`: 0 rebins the FFT, ``n`` integrates every pixel
-    on ``n x n`` points); one array per entry, in that order.
+    One multislice run (the probe's aperture soft, abTEM's default, or hard), detected once per
+    entry of ``pixel_subsamples`` (see :class:`~sim_devices.cbed_exact.ExactCBED`: 0 rebins the
+    FFT, ``n`` integrates every pixel on ``n x n`` points); one array per entry, in that order.
     """
     c = run.conditions
     detector = c.detector(run.center_offset_px)
-    exact = ExactCBED(c.material, c.zone_axis, c.beam, detector, settings)
+    exact = ExactCBED(
+        c.material, c.zone_axis, c.beam, detector, settings, soft_aperture=soft_aperture
+    )
     waves, sampling = exact.exit_waves(run.strain, run.tilt_mrad, HELDOUT_THICKNESSES_NM)
     return [exact.detect(waves, sampling, n) * STORED_DOSE for n in pixel_subsamples]
 
 
-def parts_folder(path: Path, settings: MultisliceSettings, pixel_subsamples: int = 0) -> Path:
+def _variant(pixel_subsamples: int, soft_aperture: bool) -> str:
+    return ("" if soft_aperture else "-hard") + (
+        f"-px{pixel_subsamples}" if pixel_subsamples else ""
+    )
+
+
+def parts_folder(
+    path: Path,
+    settings: MultisliceSettings,
+    pixel_subsamples: int = 0,
+    soft_aperture: bool = True,
+) -> Path:
     """Where the runs of the set at ``path`` computed with these settings are kept.
 
-    Runs computed with other numerical settings or detection are kept apart (never mixed).
+    Runs computed with other numerical settings, aperture or detection are kept apart (never
+    mixed).
     """
-    detection = f"-px{pixel_subsamples}" if pixel_subsamples else ""
-    return path.with_suffix(f".box{settings.box_nm:g}nm-{settings.sampling_a:g}A{detection}.parts")
+    variant = _variant(pixel_subsamples, soft_aperture)
+    return path.with_suffix(f".box{settings.box_nm:g}nm-{settings.sampling_a:g}A{variant}.parts")
 
 
-def detection_path(path: Path, pixel_subsamples: int) -> Path:
-    """The assembled set of detection ``pixel_subsamples`` (``path`` itself for 0)."""
-    return path.with_name(f"{path.stem}-px{pixel_subsamples}.npz") if pixel_subsamples else path
+def detection_path(path: Path, pixel_subsamples: int, soft_aperture: bool = True) -> Path:
+    """The assembled set of detection ``pixel_subsamples`` and that aperture (``path`` itself
+    for the FFT rebinned, soft aperture)."""
+    variant = _variant(pixel_subsamples, soft_aperture)
+    return path.with_name(f"{path.stem}{variant}.npz") if variant else path
 
 
-def _compute_part(run: HeldoutRun, settings: MultisliceSettings, parts: dict[int, Path]) -> float:
+def _compute_part(
+    run: HeldoutRun, settings: MultisliceSettings, parts: dict[int, Path], soft_aperture: bool
+) -> float:
     """Compute one run into ``parts`` (one file per detection; temporary names, then renamed)."""
     start = time.perf_counter()
-    for part, counts in zip(parts.values(), compute_run(run, settings, tuple(parts)), strict=True):
+    counts_list = compute_run(run, settings, tuple(parts), soft_aperture)
+    for part, counts in zip(parts.values(), counts_list, strict=True):
         tmp = part.with_name(part.stem + ".tmp.npy")
         np.save(tmp, counts.astype(np.float16))
         tmp.rename(part)
@@ -134,6 +156,7 @@ def build_heldout(
     partial: bool = False,
     workers: int | None = None,
     pixel_subsamples: Sequence[int] = (0,),
+    soft_aperture: bool = True,
 ) -> Path:
     """Compute the held-out set into ``path`` (resumable: finished runs are kept beside it).
 
@@ -147,6 +170,7 @@ def build_heldout(
     rebinned, ``n``: every pixel integrated on ``n x n`` points); each detection is kept in its
     own folder (:func:`parts_folder`) and assembled into :func:`detection_path`. A run is
     computed again only if a detection lacks it. Returns the first detection's set.
+    ``soft_aperture=False`` gives the probe a hard aperture (kept apart likewise).
     """
     path = Path(path)
     runs = plan_heldout() if runs is None else runs
@@ -154,7 +178,7 @@ def build_heldout(
     detections = tuple(dict.fromkeys(int(n) for n in pixel_subsamples))
     if not detections or min(detections) < 0:
         raise ValueError(f"pixel_subsamples must be 0 or more, got {pixel_subsamples}")
-    folders = {n: parts_folder(path, settings, n) for n in detections}
+    folders = {n: parts_folder(path, settings, n, soft_aperture) for n in detections}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -176,7 +200,8 @@ def build_heldout(
         )
         with pool:
             futures = {
-                pool.submit(_compute_part, runs[i], settings, missing_parts(i)): i for i in todo
+                pool.submit(_compute_part, runs[i], settings, missing_parts(i), soft_aperture): i
+                for i in todo
             }
             for future in as_completed(futures):
                 seconds = future.result()
@@ -184,8 +209,10 @@ def build_heldout(
                     print(f"  held-out run {futures[future] + 1}/{len(runs)}: {seconds:.0f} s")
     for n, folder in folders.items():
         if n == detections[0] or any(folder.glob("run*[0-9].npy")):
-            _assemble(detection_path(path, n), folder, runs, settings, n)
-    return detection_path(path, detections[0])
+            _assemble(
+                detection_path(path, n, soft_aperture), folder, runs, settings, n, soft_aperture
+            )
+    return detection_path(path, detections[0], soft_aperture)
 
 
 def _assemble(
@@ -194,6 +221,7 @@ def _assemble(
     runs: list[HeldoutRun],
     settings: MultisliceSettings,
     pixel_subsamples: int,
+    soft_aperture: bool,
 ) -> None:
     """Write the finished runs in ``parts`` into the held-out file ``path``."""
     done = [i for i in range(len(runs)) if (parts / f"run{i:03d}.npy").exists()]
@@ -230,6 +258,7 @@ def _assemble(
         stored_dose=STORED_DOSE,
         settings=asdict(settings),
         pixel_subsamples=pixel_subsamples,
+        soft_aperture=soft_aperture,
     )
     np.savez_compressed(
         path,

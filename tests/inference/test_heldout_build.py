@@ -78,3 +78,15 @@ def test_a_second_detection_is_added_beside_the_first(built, runs):
     assert np.abs(a - b).max() > 0.01 * b.max()
     with pytest.raises(ValueError, match="pixel_subsamples"):
         build_heldout(built, runs, settings=COARSE, pixel_subsamples=(-1,))
+
+
+def test_hard_aperture_runs_are_kept_apart(built, runs):
+    hard = build_heldout(built, runs[:1], settings=COARSE, workers=1, soft_aperture=False)
+    assert hard == built.with_name("heldout-hard.npz")
+    assert len(sorted(built.parent.glob("*0.1A-hard.parts/run*.npy"))) == 1
+    held, soft = load_heldout(hard), load_heldout(built)
+    assert held["meta"]["soft_aperture"] is False and soft["meta"]["soft_aperture"] is True
+    a = held["counts"].astype(np.float64)
+    b = soft["counts"][soft["run_index"] == 0].astype(np.float64)
+    np.testing.assert_allclose(a.sum((1, 2)), b.sum((1, 2)), rtol=0.05)
+    assert np.abs(a - b).max() > 0.001 * b.max()  # the aperture's edge moved electrons
