@@ -78,18 +78,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set", nargs="?", choices=tuple(SETS), default="first")
     parser.add_argument(
-        "--refs", nargs="+", default=["shipped", "19.2"], help="shipped, BOX or BOXpxN"
+        "--refs",
+        nargs="+",
+        default=["shipped", "19.2"],
+        help="shipped, BOX, BOXpxN or BOXhard[pxN]",
     )
     parser.add_argument("--draws", type=int, default=8, help="Poisson draws of each pattern")
     args = parser.parse_args()
     full = {spec: _reference(args.set, spec) for spec in args.refs}
-    keys = [
-        k
-        for k in _crystal_keys(full[args.refs[-1]])
-        if all(k in _crystal_keys(h) for h in full.values())
-    ]
+    held_keys = {spec: _crystal_keys(h) for spec, h in full.items()}
+    keys = [k for k in held_keys[args.refs[-1]] if all(k in held for held in held_keys.values())]
     blocks = {
-        spec: select_runs(h, [_crystal_keys(h).index(k) for k in keys]) for spec, h in full.items()
+        spec: select_runs(h, [held_keys[spec].index(k) for k in keys]) for spec, h in full.items()
     }
     first = blocks[args.refs[0]]
     print(f"{args.set} set, {len(keys)} crystals every reference holds, {args.draws} draws")

@@ -59,7 +59,11 @@ def lattice_strain(exact: np.ndarray, twin: np.ndarray, fast, strain) -> np.ndar
         fit_lattice(measure_disk_positions(p.astype(np.float64), guesses, radius), hk, weights)[1]
         for p in (exact, twin)
     ]
-    e = lattice_deformation(*bases)
+    return strain_components(lattice_deformation(*bases))
+
+
+def strain_components(e: np.ndarray) -> np.ndarray:
+    """``(exx, eyy, exy)`` of a 2 x 2 strain (its symmetric part)."""
     return np.array([e[0, 0], e[1, 1], 0.5 * (e[0, 1] + e[1, 0])])
 
 

@@ -27,7 +27,11 @@ import argparse
 import time
 
 import numpy as np
-from lattice_gap import STRAIN, lattice_strain  # the sibling script (benchmarks/ on sys.path)
+from lattice_gap import (
+    STRAIN,
+    lattice_strain,
+    strain_components,
+)  # the sibling script (benchmarks/ on sys.path)
 
 from sim_devices.cbed_exact import ExactCBED, MultisliceSettings
 from sim_devices.cbed_fast import FastCBED
@@ -50,8 +54,7 @@ def nominal_strain(pattern: np.ndarray, fast, guide: np.ndarray) -> np.ndarray:
     radius = fast.alpha / fast.pixel
     _, basis = fit_lattice(measure_disk_positions(pattern, nominal, radius), hk, weights)
     _, truth = fit_lattice(nominal, hk, weights)
-    e = lattice_deformation(basis, truth)
-    return np.array([e[0, 0], e[1, 1], 0.5 * (e[0, 1] + e[1, 0])])
+    return strain_components(lattice_deformation(basis, truth))
 
 
 def main() -> None:
