@@ -36,6 +36,21 @@ def _default_dir() -> Path:
     return cache_dir() / "training"
 
 
+def _start_from(path: Path | None) -> tuple[Path | None, int]:
+    """The model directory ``--start-from`` names and its number of members (0 without one)."""
+    if path is None:
+        return None, 0
+    from stem_loop.inference.predictor import SHIPPED_WEIGHTS
+    from stem_loop.inference.training import load_model
+
+    path = SHIPPED_WEIGHTS if str(path) == "shipped" else path
+    try:
+        model, _ = load_model(path)
+    except FileNotFoundError as err:
+        raise CommandError(f"--start-from: {err}") from None
+    return path, len(model.members)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     parser = subparsers.add_parser(
@@ -87,6 +102,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: 0.005)",
     )
     parser.add_argument(
+        "--point-spread",
+        type=float,
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("LOW", "HIGH"),
+        help="Gaussian detector point-spread in pixels, drawn per block in [LOW, HIGH] and "
+        "applied before the Poisson counts, in training and calibration frames (default: 0 0)",
+    )
+    parser.add_argument(
+        "--start-from",
+        type=Path,
+        default=None,
+        help="fine-tune: a trained model directory (or 'shipped'); member i starts from its "
+        "member i (cycling) instead of random weights",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="peak of the one-cycle learning rate (default: 2e-3; lower to fine-tune)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -130,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from stem_loop.inference.dataset import TrainingRanges, generate_shards
     from stem_loop.inference.exact_calibration import (
         SHIPPED_VALIDATION,
+        blurred_runs,
         calibrate_on_exact,
         plan_validation,
     )
@@ -151,21 +189,29 @@ def run(args: argparse.Namespace) -> int:
         or args.members < 1
         or args.workers < 1
         or not 0 < args.content_step <= 0.02
+        or (args.learning_rate is not None and not 0 < args.learning_rate <= 0.1)
     ):
         raise CommandError(
             "--shards, --epochs, --members and --workers must be >= 1, --frames-per-shard "
-            ">= 256, --calibration-shards >= 0, 0 < --content-step <= 0.02"
+            ">= 256, --calibration-shards >= 0, 0 < --content-step <= 0.02, "
+            "0 < --learning-rate <= 0.1"
         )
+    start_from, start_members = _start_from(args.start_from)
     try:
         device = inference_device(args.device)
     except ValueError as err:
         raise CommandError(f"--device: {err}") from None
     with_contents = args.contents != "unstrained"
-    ranges = TrainingRanges(
-        strain_contents=with_contents,
-        content_engine=args.contents if with_contents else "bloch",
-        content_step=args.content_step,
-    )
+    try:
+        ranges = TrainingRanges(
+            strain_contents=with_contents,
+            content_engine=args.contents if with_contents else "bloch",
+            content_step=args.content_step,
+            point_spread_px=tuple(args.point_spread),
+        )
+    except ValueError as err:
+        raise CommandError(f"--point-spread: {err}") from None
+    optimiser = {} if args.learning_rate is None else dict(learning_rate=args.learning_rate)
     # the multislice content engines run where the networks train; Bloch waves on the CPU
     content_device = str(device) if args.contents in CELL_ENGINES else "cpu"
     work = args.dir or _default_dir()
@@ -176,16 +222,16 @@ def run(args: argparse.Namespace) -> int:
     shards = generate_shards(work / "shards", args.shards, **frames)
     timings["data_s"] = time.perf_counter() - start
     model_dir = work / "model"
-    if args.members == 1:
-        settings = TrainingSettings(epochs=args.epochs, seed=args.seed)
-        meta = train(shards, model_dir, settings, device=device, progress=True)
-    else:
-        member_dirs = []
-        for i in range(args.members):
-            print(f"ensemble member {i + 1} of {args.members}", flush=True)
-            settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i)
-            member_dirs.append(model_dir / f"member{i}")
-            train(shards, member_dirs[-1], settings, device=device, progress=True)
+    member_dirs = []
+    for i in range(args.members):
+        settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i, **optimiser)
+        init = dict(start_from=start_from, start_member=i % start_members) if start_from else {}
+        if args.members == 1:
+            meta = train(shards, model_dir, settings, device=device, progress=True, **init)
+            break
+        print(f"ensemble member {i + 1} of {args.members}", flush=True)
+        member_dirs.append(model_dir / f"member{i}")
+        train(shards, member_dirs[-1], settings, device=device, progress=True, **init)
     timings["train_s"] = time.perf_counter() - start - timings["data_s"]
     if args.members > 1:
         calibration = None
@@ -207,7 +253,9 @@ def run(args: argparse.Namespace) -> int:
     exact = None
     if not args.no_exact_calibration and validation_path.exists():
         began = time.perf_counter()
-        exact = calibrate_on_exact(model_dir, validation_path)
+        exact = calibrate_on_exact(
+            model_dir, validation_path, point_spread_px=ranges.point_spread_px, seed=args.seed
+        )
         timings["exact_calibration_s"] = time.perf_counter() - began
     result = dict(
         model_dir=str(model_dir),
@@ -228,7 +276,10 @@ def run(args: argparse.Namespace) -> int:
         from stem_loop.inference.evaluation import load_heldout, report
 
         predictor = Predictor(model_dir, device=device)
-        rep = report(predictor, heldout=load_heldout(heldout_path))
+        heldout = load_heldout(heldout_path)
+        if ranges.point_spread_px[1] > 0.0:  # the detector the model was trained for
+            heldout = blurred_runs(heldout, ranges.point_spread_px, seed=args.seed + 1)
+        rep = report(predictor, heldout=heldout)
         result["heldout"] = rep["summary"]
         text += "\n" + rep["text"]
     if args.install:

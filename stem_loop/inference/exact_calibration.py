@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sim_devices.point_spread import blur_patterns
 from sim_devices.sample import DESCRIPTOR_NAMES
 
 from .calibration import coverage_scales
@@ -105,6 +106,8 @@ def calibrate_on_exact(
     validation: str | Path | dict = SHIPPED_VALIDATION,
     *,
     draws: int = DRAWS,
+    point_spread_px: tuple[float, float] = (0.0, 0.0),
+    seed: int = 0,
 ) -> dict:
     """Widen the sigmas of the model in ``model_dir`` by :func:`exact_widening`, in place.
 
@@ -114,6 +117,11 @@ def calibrate_on_exact(
     in ``sigma_calibration["exact"]`` (with ``fast_sigma_scale``, the scales before). A model
     already widened is measured again from its fast-model scales, so running this twice gives
     the same model.
+
+    ``point_spread_px`` is the training data's detector point-spread range
+    (:class:`~stem_loop.inference.dataset.TrainingRanges`): each validation run's patterns are
+    blurred by a sigma drawn in it (seeded by ``seed``; one value when low equals high), so a
+    model trained for a blurring detector is calibrated on patterns that detector would record.
 
     Returns
     -------
@@ -131,9 +139,22 @@ def calibrate_on_exact(
         name, exact_set = "given patterns", validation
     else:
         name, exact_set = Path(validation).name, load_heldout(validation)
+    if point_spread_px[1] > 0.0:
+        exact_set = blurred_runs(exact_set, point_spread_px, seed)
     record = exact_widening(Predictor(model_dir), exact_set, draws=draws)
-    record.update(set=name, fast_sigma_scale=fast)
+    record.update(set=name, fast_sigma_scale=fast, point_spread_px=list(point_spread_px))
     meta["sigma_scale"] = [s * f for s, f in zip(fast, record["factors"], strict=True)]
     calibration["exact"] = record
     meta_path.write_text(json.dumps(meta, indent=1))
     return record
+
+
+def blurred_runs(exact_set: dict, point_spread_px: tuple[float, float], seed: int = 0) -> dict:
+    """``exact_set`` with each run's patterns blurred by a point-spread drawn uniformly in
+    ``point_spread_px`` (pixels; :func:`sim_devices.point_spread.blur_patterns`)."""
+    rng = np.random.default_rng(seed)
+    counts = np.array(exact_set["counts"], dtype=np.float32)
+    for run in range(len(exact_set["meta"]["runs"])):
+        rows = exact_set["run_index"] == run
+        counts[rows] = blur_patterns(counts[rows], rng.uniform(*point_spread_px))
+    return dict(exact_set, counts=counts)

@@ -80,6 +80,8 @@ def train(
     *,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    start_from: str | Path | None = None,
+    start_member: int = 0,
 ) -> dict:
     """Train (or resume training) and write the weights and metadata into ``out``.
 
@@ -97,6 +99,12 @@ def train(
         results are not bit-identical. A checkpoint resumes on any device.
     progress : bool
         Print a line per epoch.
+    start_from : str or Path, optional
+        A trained model directory (:func:`load_model`) to fine-tune: the network starts from
+        its member ``start_member`` instead of random weights (the architecture must match
+        ``settings``); a checkpoint in ``out`` still takes precedence.
+    start_member : int
+        Which member of ``start_from`` to start from.
 
     Returns
     -------
@@ -116,7 +124,10 @@ def train(
     val, trn = val.to(device), trn.to(device)
 
     # initialised on the CPU (its generator, seeded above): the same weights on every device
-    model = DescriptorNet(settings.width, settings.hidden).to(device)
+    model = DescriptorNet(settings.width, settings.hidden)
+    if start_from is not None:
+        model.load_state_dict(member_state(start_from, start_member))
+    model.to(device)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -200,6 +211,8 @@ def train(
             history=history,
         ),
     )
+    if start_from is not None:
+        meta["training"]["start_from"] = dict(path=str(start_from), member=start_member)
     return _write(out, model, meta)
 
 
@@ -309,6 +322,22 @@ def load_model(path: str | Path) -> tuple[DescriptorEnsemble, dict]:
         state = {f"members.0.{k}": v for k, v in state.items()}
     model.load_state_dict(state)
     return model.eval(), meta
+
+
+def member_state(path: str | Path, index: int = 0) -> dict[str, torch.Tensor]:
+    """The weights of member ``index`` of the model in ``path`` (a network to fine-tune).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory lacks the weights or their metadata.
+    IndexError
+        If the model has no member ``index``.
+    """
+    model, _ = load_model(path)
+    if not 0 <= index < len(model.members):
+        raise IndexError(f"the model in {path} has {len(model.members)} member(s), not {index + 1}")
+    return {k: v.clone() for k, v in model.members[index].state_dict().items()}
 
 
 def build_ensemble(

@@ -33,11 +33,14 @@ def test_bad_settings_are_one_clear_line(tmp_path, capsys, option):
         (["--workers", "0"], "--workers"),
         (["--device", "tpu"], "--device"),
         (["--device", "cuda:9"], "cuda:9"),
+        (["--point-spread", "1", "0.5"], "--point-spread"),
+        (["--point-spread", "-0.5", "1"], "--point-spread"),
+        (["--point-spread", "0", "9"], "--point-spread"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--start-from", "no-such-model"], "--start-from"),
     ],
 )
-def test_bad_workers_or_device_are_refused_before_anything_is_written(
-    tmp_path, capsys, option, named
-):
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, option, named):
     work = tmp_path / "work"
     assert main(["train", "--dir", str(work), *option]) == 1
     err = capsys.readouterr().err

@@ -109,3 +109,27 @@ def test_the_shipped_model_is_widened_on_the_shipped_validation_set():
     assert np.allclose(
         meta["sigma_scale"], np.array(exact["fast_sigma_scale"]) * np.array(exact["factors"])
     )
+
+
+def test_a_point_spread_model_is_calibrated_on_patterns_blurred_like_its_training(model_dir):
+    from sim_devices.point_spread import blur_patterns
+    from stem_loop.inference.exact_calibration import blurred_runs
+
+    validation = _runs(load_heldout(SHIPPED_VALIDATION), [0, 4])
+    blurred = blurred_runs(validation, (0.8, 0.8))
+    np.testing.assert_allclose(blurred["counts"], blur_patterns(validation["counts"], 0.8))
+    # a range: one seeded draw per run, in run order
+    spread = blurred_runs(validation, (0.3, 1.0), seed=3)
+    sigmas = np.random.default_rng(3).uniform(0.3, 1.0, 2)
+    for run, sigma in enumerate(sigmas):
+        rows = validation["run_index"] == run
+        np.testing.assert_allclose(
+            spread["counts"][rows], blur_patterns(validation["counts"][rows], sigma)
+        )
+    record = calibrate_on_exact(model_dir, validation, draws=1, point_spread_px=(0.8, 0.8))
+    assert record["point_spread_px"] == [0.8, 0.8]
+    # the same widening as on patterns blurred by hand: the blur reached the measurement
+    by_hand = calibrate_on_exact(model_dir, blurred, draws=1)
+    assert record["factors"] == by_hand["factors"]
+    sharp = calibrate_on_exact(model_dir, validation, draws=1)
+    assert sharp["factors"] != record["factors"]

@@ -243,3 +243,50 @@ def test_strained_cell_contents_take_the_cells_library():
         ranges = TrainingRanges(strain_contents=True, content_engine=engine)
         assert library_source(ranges) == "cell"
         assert library_source(replace(ranges, strain_contents=False)) == "abtem"
+
+
+def test_point_spread_blurs_the_frames_not_the_truth(shards, tmp_path):
+    """Same seed with a 1.5 px point-spread: the same truths and doses, softer disk edges."""
+    ranges = TrainingRanges(point_spread_px=(1.5, 1.5))
+    blurred = load_shards(generate_shards(tmp_path, 1, seed=7, ranges=ranges, **SI_ONLY))
+    sharp = {k: v[:256] for k, v in load_shards(shards[:1]).items()}
+    for key in ("descriptors", "dose", "convergence_mrad"):
+        np.testing.assert_array_equal(blurred[key], sharp[key])
+
+    def steepness(data: dict) -> float:
+        """The steepest step between neighbouring pixels of each disk's mean bright crop
+        (averaged over the frames the shot noise would hide it in), averaged over disks."""
+        bright = data["dose"] > 3e4
+        mean_crop = data["crops"][bright].astype(np.float32).mean(0)
+        return float(np.abs(np.diff(mean_crop, axis=-1)).max(axis=(-1, -2)).mean())
+
+    assert steepness(blurred) < 0.5 * steepness(sharp)
+    assert json.loads((tmp_path / "ranges.json").read_text())["point_spread_px"] == [1.5, 1.5]
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.2), (-0.1, 0.5), (0.0, 9.0)])
+def test_a_bad_point_spread_range_is_refused(bad):
+    with pytest.raises(ValueError, match="point_spread_px"):
+        TrainingRanges(point_spread_px=bad)
+
+
+def test_fine_tuning_starts_from_the_given_member(shards, tmp_path):
+    from stem_loop.inference.training import member_state
+
+    settings = TrainingSettings(epochs=1, batch=64, width=8, hidden=32)
+    train(shards, tmp_path / "first", settings)
+    start = member_state(tmp_path / "first")
+    # a learning rate too small to move the weights: they stay those it started from
+    still = replace(settings, learning_rate=1e-12, seed=5)
+    meta = train(shards, tmp_path / "tuned", still, start_from=tmp_path / "first")
+    assert meta["training"]["start_from"] == dict(path=str(tmp_path / "first"), member=0)
+    tuned = member_state(tmp_path / "tuned")
+    fresh = train(shards, tmp_path / "fresh", still)
+    assert "start_from" not in fresh["training"]
+    for name, value in start.items():
+        torch.testing.assert_close(tuned[name], value, atol=1e-6, rtol=0)
+    assert any(not torch.allclose(member_state(tmp_path / "fresh")[k], v) for k, v in start.items())
+    with pytest.raises(IndexError, match="1 member"):
+        member_state(tmp_path / "first", 1)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # another architecture
+        train(shards, tmp_path / "wide", replace(settings, width=16), start_from=tmp_path / "first")
