@@ -24,7 +24,7 @@ import argparse
 import re
 
 import numpy as np
-from heldout_rebuild import SEEDS, rebuilt_path  # the sibling script (benchmarks/ on sys.path)
+from heldout_rebuild import plan, rebuilt_path  # the sibling script (benchmarks/ on sys.path)
 
 from sim_devices.cbed_exact import MultisliceSettings
 from stem_loop.inference import Predictor
@@ -33,14 +33,14 @@ from stem_loop.inference.evaluation import (
     report,
     select_runs,
 )
+from stem_loop.inference.exact_calibration import SHIPPED_VALIDATION
 from stem_loop.inference.heldout import (
     SECOND_HELDOUT,
     SHIPPED_HELDOUT,
     build_heldout,
-    plan_heldout,
 )
 
-SETS = {"first": SHIPPED_HELDOUT, "second": SECOND_HELDOUT}
+SETS = {"first": SHIPPED_HELDOUT, "second": SECOND_HELDOUT, "validation": SHIPPED_VALIDATION}
 STRAIN = ("exx", "eyy", "exy")
 COLUMNS = (("exx", 100.0), ("eyy", 100.0), ("exy", 100.0), ("thickness_nm", 1.0))
 
@@ -58,7 +58,7 @@ def _reference(name: str, spec: str) -> dict:
     base = rebuilt_path(name, box_nm)
     build_heldout(
         base,
-        plan_heldout(2, seed=SEEDS[name]),
+        plan(name),
         settings=MultisliceSettings(box_nm=box_nm),
         partial=True,
         pixel_subsamples=(subsamples,),

@@ -8,7 +8,8 @@ one file per run in the ``.parts`` folder beside it, and that folder is committe
 rebuild goes on across machines whose caches do not survive (about 15 minutes per run on one
 core at 19.2 nm; two runs side by side on 2 cores).
 
-Run: ``.venv/bin/python benchmarks/heldout_rebuild.py first`` (or ``second``), optionally
+Run: ``.venv/bin/python benchmarks/heldout_rebuild.py first`` (or ``second``, or
+``validation`` for the exact validation set the sigmas are widened on), optionally
 ``--box 25.6`` and ``--workers 1``; ``--partial`` only assembles the finished runs.
 Each multislice is detected twice by default (``--pixel-subsamples 0 8``): its FFT rebinned,
 into ``<set>.npz``, and every pixel integrated on 8 x 8 points of the exit wave's exact
@@ -26,16 +27,25 @@ import argparse
 from pathlib import Path
 
 from sim_devices.cbed_exact import MultisliceSettings
+from stem_loop.inference.exact_calibration import plan_validation
 from stem_loop.inference.heldout import (
     HELDOUT_SEED,
     SECOND_HELDOUT_SEED,
+    HeldoutRun,
     build_heldout,
     detection_path,
     plan_heldout,
 )
 
 SEEDS = {"first": HELDOUT_SEED, "second": SECOND_HELDOUT_SEED}
+#: Sets that can be rebuilt: both held-out sets and the exact validation set.
+SET_NAMES = (*SEEDS, "validation")
 FOLDER = Path(__file__).parent / "data"
+
+
+def plan(name: str) -> list[HeldoutRun]:
+    """The crystals of set ``name``: a shipped held-out set's, or the validation set's."""
+    return plan_validation() if name == "validation" else plan_heldout(2, seed=SEEDS[name])
 
 
 def rebuilt_path(
@@ -53,7 +63,7 @@ def rebuilt_path(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("set", choices=tuple(SEEDS))
+    parser.add_argument("set", choices=SET_NAMES)
     parser.add_argument("--box", type=float, default=19.2, help="block side in nm (19.2)")
     parser.add_argument("--workers", type=int, default=None, help="processes (one per core)")
     parser.add_argument("--partial", action="store_true", help="assemble finished runs only")
@@ -70,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     path = build_heldout(
         rebuilt_path(args.set, args.box),
-        plan_heldout(2, seed=SEEDS[args.set]),
+        plan(args.set),
         settings=MultisliceSettings(box_nm=args.box),
         progress=True,
         partial=args.partial,
