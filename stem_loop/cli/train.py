@@ -276,9 +276,8 @@ def run(args: argparse.Namespace) -> int:
         from stem_loop.inference.evaluation import load_heldout, report
 
         predictor = Predictor(model_dir, device=device)
-        heldout = load_heldout(heldout_path)
-        if ranges.point_spread_px[1] > 0.0:  # the detector the model was trained for
-            heldout = blurred_runs(heldout, ranges.point_spread_px, seed=args.seed + 1)
+        # blurred like the detector the model was trained for
+        heldout = blurred_runs(load_heldout(heldout_path), ranges.point_spread_px, args.seed + 1)
         rep = report(predictor, heldout=heldout)
         result["heldout"] = rep["summary"]
         text += "\n" + rep["text"]

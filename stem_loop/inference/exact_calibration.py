@@ -139,8 +139,7 @@ def calibrate_on_exact(
         name, exact_set = "given patterns", validation
     else:
         name, exact_set = Path(validation).name, load_heldout(validation)
-    if point_spread_px[1] > 0.0:
-        exact_set = blurred_runs(exact_set, point_spread_px, seed)
+    exact_set = blurred_runs(exact_set, point_spread_px, seed)
     record = exact_widening(Predictor(model_dir), exact_set, draws=draws)
     record.update(set=name, fast_sigma_scale=fast, point_spread_px=list(point_spread_px))
     meta["sigma_scale"] = [s * f for s, f in zip(fast, record["factors"], strict=True)]
@@ -151,7 +150,10 @@ def calibrate_on_exact(
 
 def blurred_runs(exact_set: dict, point_spread_px: tuple[float, float], seed: int = 0) -> dict:
     """``exact_set`` with each run's patterns blurred by a point-spread drawn uniformly in
-    ``point_spread_px`` (pixels; :func:`sim_devices.point_spread.blur_patterns`)."""
+    ``point_spread_px`` (pixels; :func:`sim_devices.point_spread.blur_patterns`); with no
+    spread (high 0) the set itself."""
+    if point_spread_px[1] == 0.0:
+        return exact_set
     rng = np.random.default_rng(seed)
     counts = np.array(exact_set["counts"], dtype=np.float32)
     for run in range(len(exact_set["meta"]["runs"])):
