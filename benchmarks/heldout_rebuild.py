@@ -1,12 +1,15 @@
 """Recompute a shipped held-out set's exact patterns on a larger crystal block, resumably.
 
-The shipped held-out sets were computed on a 12.8 nm block, which is not converged at the
-strain bar's level (model card): runs recomputed on 19.2 nm move the networks' exx reading by
-up to 0.13 %. This rebuilds a set (the same crystals: ``plan_heldout`` with the set's seed)
-on another block into ``benchmarks/data/heldout_box<BOX>/<set>.npz``. Finished runs are kept
-one file per run in the ``.parts`` folder beside it, and that folder is committed, so the
-rebuild goes on across machines whose caches do not survive (about 15 minutes per run on one
-core at 19.2 nm; two runs side by side on 2 cores).
+The held-out and validation sets shipped until December 2026 were computed on a 12.8 nm block,
+which is not converged at the strain bar's level (model card): runs recomputed on 19.2 nm move
+the networks' exx reading by up to 0.13 %. This rebuilds a set (the same crystals:
+``plan_heldout`` with the set's seed) on another block into
+``benchmarks/data/heldout_box<BOX>/<set>.npz``. Finished runs are kept one file per run in the
+``.parts`` folder beside it, and that folder is committed, so the rebuild goes on across
+machines whose caches do not survive (10 to 12 minutes per run at 19.2 nm, two runs side by
+side on 2 otherwise idle cores). The shipped sets are the 19.2 nm rebuilds, rebinned, soft
+aperture (``first.npz``, ``second.npz`` and ``validation.npz`` copied into
+``stem_loop/inference/data``); the 12.8 nm sets are kept in ``heldout_box12.8``.
 
 Run: ``.venv/bin/python benchmarks/heldout_rebuild.py first`` (or ``second``, or
 ``validation`` for the exact validation set the sigmas are widened on), optionally
