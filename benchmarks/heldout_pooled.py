@@ -11,8 +11,8 @@ error split into the draw-to-draw spread and the error of the draws' mean
 No shot-noise bound or fast twin (``report(shot_noise=False)``).
 
 Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first] [--twin]
-[--first PATH] [--second PATH]`` (other held-out files, e.g. the 19.2 nm rebuilds of
-``heldout_rebuild.py``)
+[--first PATH] [--second PATH] [--weights DIR]`` (other held-out files, e.g. the rebuilds of
+``heldout_rebuild.py``; another model)
 (seconds per set on 2 cores; ``--twin`` also splits the strain error on each set's fast twin,
 the same crystals rendered by the fast model, about 100 s more a set). The second set is built by::
 
@@ -64,13 +64,14 @@ def main() -> None:
         "--second", type=Path, default=SECOND_HELDOUT, help="the second set (default: shipped)"
     )
     parser.add_argument("--no-first", action="store_true", help="skip the first set alone")
+    parser.add_argument("--weights", default=None, help="model directory (default: shipped)")
     parser.add_argument(
         "--twin",
         action="store_true",
         help="also split the strain error on each set's fast twin (about 100 s a set)",
     )
     args = parser.parse_args()
-    predictor = Predictor()
+    predictor = Predictor(args.weights)
     first, second = load_heldout(args.first), load_heldout(args.second)
     sets = {"first": first, "second": second, "pooled": merge_heldout(first, second)}
     if args.no_first:

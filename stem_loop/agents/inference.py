@@ -177,7 +177,8 @@ def conditions_from_start(start: Mapping[str, Any], default: Any = None) -> Any:
 
     Looks for ``start["beam_conditions"]`` (a ``BeamConditions.as_dict()``); otherwise builds
     them from ``material``, ``zone_axis``, ``beam`` (``voltage_kv``, ``convergence_mrad``) and
-    ``detector`` (``mrad_per_pixel``, ``pixels``) where present, the rest from ``default``.
+    ``detector`` (``mrad_per_pixel``, ``pixels``, ``point_spread_px``: the detector's measured
+    Gaussian point-spread, for a model that reads it) where present, the rest from ``default``.
 
     Parameters
     ----------
@@ -199,7 +200,9 @@ def conditions_from_start(start: Mapping[str, Any], default: Any = None) -> Any:
     detector = start.get("detector") if isinstance(start.get("detector"), Mapping) else {}
     parts = {k: start[k] for k in ("material", "zone_axis") if isinstance(start.get(k), str)}
     parts.update({k: beam[k] for k in ("voltage_kv", "convergence_mrad") if k in beam})
-    parts.update({k: detector[k] for k in ("mrad_per_pixel", "pixels") if k in detector})
+    parts.update(
+        {k: detector[k] for k in ("mrad_per_pixel", "pixels", "point_spread_px") if k in detector}
+    )
     if not parts:
         return default
     if default is None and "material" not in parts:
@@ -208,13 +211,17 @@ def conditions_from_start(start: Mapping[str, Any], default: Any = None) -> Any:
     return BeamConditions(**{**base, **parts})
 
 
-def microscope_conditions(microscope: Any) -> Callable[[], Any]:
+def microscope_conditions(microscope: Any, point_spread_px: float = 0.0) -> Callable[[], Any]:
     """A callable giving the current beam conditions of a (simulated) microscope.
 
     Parameters
     ----------
     microscope : sim_devices.Microscope
         Anything with ``sample.material``, ``sample.zone_axis``, ``beam`` and ``detector``.
+    point_spread_px : float
+        The detector's measured Gaussian point-spread in pixels
+        (:attr:`~stem_loop.inference.BeamConditions.point_spread_px`; 0, a sharp detector, as
+        the simulated one is). Only a model trained to read it accepts another value.
 
     Returns
     -------
@@ -227,7 +234,7 @@ def microscope_conditions(microscope: Any) -> Callable[[], Any]:
 
         sample = microscope.sample
         return BeamConditions.from_devices(
-            sample.material, sample.zone_axis, microscope.beam, microscope.detector
+            sample.material, sample.zone_axis, microscope.beam, microscope.detector, point_spread_px
         )
 
     return current

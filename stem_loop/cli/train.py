@@ -108,7 +108,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=(0.0, 0.0),
         metavar=("LOW", "HIGH"),
         help="Gaussian detector point-spread in pixels, drawn per block in [LOW, HIGH] and "
-        "applied before the Poisson counts, in training and calibration frames (default: 0 0)",
+        "applied before the Poisson counts, in training and calibration frames; the networks "
+        "then take it as an input (BeamConditions.point_spread_px) (default: 0 0)",
     )
     parser.add_argument(
         "--start-from",
@@ -140,9 +141,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--heldout",
         action="store_true",
-        help="also recompute the exact held-out set (12 abTEM runs on a 12.8 nm block, one "
-        "per core at a time; about an hour on 2 cores) and the exact validation set (12 runs, "
-        "about an hour)",
+        help="also recompute the exact held-out set (12 abTEM runs on a 19.2 nm block, one "
+        "per core at a time; about 70 minutes on 2 cores) and the exact validation set (12 "
+        "runs, about 70 minutes)",
     )
     parser.add_argument(
         "--no-exact-calibration",
@@ -224,7 +225,12 @@ def run(args: argparse.Namespace) -> int:
     model_dir = work / "model"
     member_dirs = []
     for i in range(args.members):
-        settings = TrainingSettings(epochs=args.epochs, seed=args.seed + i, **optimiser)
+        settings = TrainingSettings(
+            epochs=args.epochs,
+            seed=args.seed + i,
+            point_spread_input=ranges.point_spread_px[1] > 0.0,
+            **optimiser,
+        )
         init = dict(start_from=start_from, start_member=i % start_members) if start_from else {}
         if args.members == 1:
             meta = train(shards, model_dir, settings, device=device, progress=True, **init)
@@ -276,8 +282,13 @@ def run(args: argparse.Namespace) -> int:
         from stem_loop.inference.evaluation import load_heldout, report
 
         predictor = Predictor(model_dir, device=device)
-        # blurred like the detector the model was trained for
-        heldout = blurred_runs(load_heldout(heldout_path), ranges.point_spread_px, args.seed + 1)
+        # blurred like the detector the model was trained for, its sigma stated to the model
+        heldout = blurred_runs(
+            load_heldout(heldout_path),
+            ranges.point_spread_px,
+            args.seed + 1,
+            stated=predictor.takes_point_spread,
+        )
         rep = report(predictor, heldout=heldout)
         result["heldout"] = rep["summary"]
         text += "\n" + rep["text"]

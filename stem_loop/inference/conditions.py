@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from sim_devices.materials import zone_axis_crystal
 from sim_devices.optics import Beam, Detector
+from sim_devices.point_spread import MAX_SIGMA_PX
 
 #: Materials (and zone axes) the shipped network knows, in the order of its one-hot input.
 MATERIALS: tuple[tuple[str, str], ...] = (("Si", "110"), ("SrTiO3", "001"))
@@ -38,6 +40,11 @@ class BeamConditions:
         Nominal detector calibration (the camera length).
     pixels : int
         Frames are ``pixels x pixels``.
+    point_spread_px : float
+        The detector's point-spread, the sigma of a Gaussian in pixels (measured, e.g. from a
+        knife-edge MTF; :mod:`sim_devices.point_spread`). 0, the default, is a sharp detector,
+        which is what the shipped networks were trained for; only a model trained with
+        ``stem-loop train --point-spread`` takes another value as an input.
     """
 
     material: str = "Si"
@@ -46,15 +53,34 @@ class BeamConditions:
     convergence_mrad: float = 3.0
     mrad_per_pixel: float = 0.35
     pixels: int = 128
+    point_spread_px: float = 0.0
 
     def __post_init__(self) -> None:
         zone_axis_crystal(self.material, self.zone_axis)  # names the supported ones if not
         Beam(self.voltage_kv, self.convergence_mrad)  # range checks
         self.detector()
+        try:
+            spread = float(self.point_spread_px)
+        except (TypeError, ValueError):
+            spread = math.nan
+        if not (math.isfinite(spread) and 0.0 <= spread <= MAX_SIGMA_PX):
+            raise ValueError(
+                f"point_spread_px must be a Gaussian sigma of 0 to {MAX_SIGMA_PX:g} pixels, "
+                f"got {self.point_spread_px!r}"
+            )
+        object.__setattr__(self, "point_spread_px", spread)  # a plain float (JSON, hashing)
 
     @classmethod
-    def from_devices(cls, material: str, zone_axis: str, beam: Beam, detector: Detector):
-        """Conditions of a simulated (or real) microscope's beam and detector."""
+    def from_devices(
+        cls,
+        material: str,
+        zone_axis: str,
+        beam: Beam,
+        detector: Detector,
+        point_spread_px: float = 0.0,
+    ):
+        """Conditions of a simulated (or real) microscope's beam and detector (with the
+        detector's measured point-spread, if known)."""
         return cls(
             material,
             zone_axis,
@@ -62,6 +88,7 @@ class BeamConditions:
             beam.convergence_mrad,
             detector.mrad_per_pixel,
             detector.pixels,
+            point_spread_px,
         )
 
     @property

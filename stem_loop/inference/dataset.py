@@ -82,7 +82,9 @@ class TrainingRanges:
     that value.
     The blur is drawn from the block's own noise seed, so the truths, doses and conditions are
     those of the same seed without blur; ``(0, 0)`` (the default) makes the sharp frames of
-    earlier recipes, unchanged.
+    earlier recipes, unchanged. Each frame's sigma is stored with it (``point_spread_px``), the
+    input of a network trained with ``TrainingSettings.point_spread_input`` (``stem-loop train
+    --point-spread`` sets it).
     """
 
     strain: float = 0.02
@@ -196,9 +198,10 @@ def generate_block(
         )
     )
     noise_seed = int(rng.integers(2**63 - 1))
+    sigma = 0.0
     if ranges.point_spread_px[1] > 0.0:
         # drawn from the block's noise seed, not ``rng``: the truth stays that of the sharp data
-        sigma = np.random.default_rng([noise_seed, 1]).uniform(*ranges.point_spread_px)
+        sigma = float(np.random.default_rng([noise_seed, 1]).uniform(*ranges.point_spread_px))
         patterns = blur_patterns(patterns, sigma)
     generator = torch.Generator().manual_seed(noise_seed)
     rate = torch.as_tensor(patterns) * torch.as_tensor(dose, dtype=torch.float32)[:, None, None]
@@ -216,6 +219,7 @@ def generate_block(
         voltage_kv=np.full(frames, voltage, dtype=np.float32),
         convergence_mrad=np.full(frames, alpha, dtype=np.float32),
         camera_length_error=np.full(frames, error, dtype=np.float32),
+        point_spread_px=np.full(frames, sigma, dtype=np.float32),
     )
 
 

@@ -21,6 +21,9 @@ MAX_DISKS = 13
 #: Side features: 5 conditions, 3 lattice strain, residual, peak, log dose, 2 origin offset,
 #: and per disk its offset from the fitted lattice (2) and its share of the counts (1).
 N_SIDE = 13 + 3 * MAX_DISKS
+#: Side features of a network that also takes the detector's point-spread (sigma in pixels,
+#: the last column; :attr:`~stem_loop.inference.BeamConditions.point_spread_px`).
+N_SIDE_POINT_SPREAD = N_SIDE + 1
 #: Descriptor order of the outputs (the contract's names).
 OUTPUTS: tuple[str, ...] = tuple(DESCRIPTOR_NAMES)
 #: Output units: strain corrections in 0.5 %, thickness about 45 nm in 35 nm, tilt in 3 mrad.
@@ -39,11 +42,21 @@ class DescriptorNet(nn.Module):
         Channels of the first convolution (doubled twice).
     hidden : int
         Width of the fully connected head.
+    side_features : int
+        :data:`N_SIDE`, or :data:`N_SIDE_POINT_SPREAD` for a network that takes the detector's
+        point-spread as its last side input.
     """
 
-    def __init__(self, width: int = 32, hidden: int = 192) -> None:
+    def __init__(self, width: int = 32, hidden: int = 192, side_features: int = N_SIDE) -> None:
         super().__init__()
+        if side_features not in (N_SIDE, N_SIDE_POINT_SPREAD):
+            raise ValueError(
+                f"side_features must be {N_SIDE} or {N_SIDE_POINT_SPREAD}, got {side_features}"
+            )
         self.config = {"width": width, "hidden": hidden}
+        if side_features != N_SIDE:  # the shipped networks' metadata stay as they were
+            self.config["side_features"] = side_features
+        self.side_features = side_features
         w = width
         self.features = nn.Sequential(
             nn.Conv2d(MAX_DISKS, w, 3, padding=1),
@@ -58,7 +71,7 @@ class DescriptorNet(nn.Module):
         )
         flat = 2 * w * (CROP_PX // 8) ** 2
         self.head = nn.Sequential(
-            nn.Linear(flat + N_SIDE, hidden),
+            nn.Linear(flat + side_features, hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden),
             nn.ReLU(inplace=True),
@@ -67,6 +80,11 @@ class DescriptorNet(nn.Module):
         # oneDNN's convolutions run about twice as fast on channels-last tensors on the CPU
         # (inference 9,000 against 4,500 frames/s on one thread; training about 1.3x)
         self.to(memory_format=torch.channels_last)
+
+    @property
+    def takes_point_spread(self) -> bool:
+        """Whether the detector's point-spread is an input (the last side feature)."""
+        return self.side_features == N_SIDE_POINT_SPREAD
 
     def forward(self, crops: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised means and log-variances, each ``(N, 6)``."""
@@ -97,9 +115,16 @@ class DescriptorEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     @classmethod
-    def empty(cls, size: int, width: int = 32, hidden: int = 192) -> DescriptorEnsemble:
+    def empty(
+        cls, size: int, width: int = 32, hidden: int = 192, side_features: int = N_SIDE
+    ) -> DescriptorEnsemble:
         """``size`` untrained members of one architecture (to load weights into)."""
-        return cls([DescriptorNet(width, hidden) for _ in range(size)])
+        return cls([DescriptorNet(width, hidden, side_features) for _ in range(size)])
+
+    @property
+    def takes_point_spread(self) -> bool:
+        """Whether the detector's point-spread is an input (the last side feature)."""
+        return self.members[0].takes_point_spread
 
     def forward(self, crops: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised means and log-variances of the mixture, each ``(N, 6)``."""
@@ -149,3 +174,28 @@ def gaussian_nll(
     if beta:
         nll = nll * torch.exp(beta * log_var).detach()
     return nll.mean()
+
+
+def widen_side(state: dict[str, torch.Tensor], side_features: int) -> dict[str, torch.Tensor]:
+    """A :class:`DescriptorNet` state with ``side_features`` side inputs, the new ones (appended
+    last) weighted zero: the network reads every frame as before until it is trained on them.
+
+    Raises
+    ------
+    ValueError
+        If the state has more side inputs than ``side_features``.
+    """
+    weight = state["head.0.weight"]
+    extra = side_features - (weight.shape[1] - _flat_features(state))
+    if extra < 0:
+        raise ValueError(f"the state has more than {side_features} side inputs")
+    if extra == 0:
+        return state
+    zeros = weight.new_zeros(weight.shape[0], extra)
+    return {**state, "head.0.weight": torch.cat([weight, zeros], dim=1)}
+
+
+def _flat_features(state: dict[str, torch.Tensor]) -> int:
+    """Inputs of the head that come from the convolutions (the rest are side features)."""
+    channels = state["features.6.weight"].shape[0]
+    return channels * (CROP_PX // 8) ** 2

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sim_devices.point_spread import MAX_SIGMA_PX
+
 from .conditions import BeamConditions
 from .network import OUTPUTS, to_physical
 from .ood import measure, ood_checks, reasons
@@ -128,11 +130,51 @@ class Predictor:
         self.batch = batch
         self._preprocessors: dict[BeamConditions, Preprocessor] = {}
 
+    @property
+    def takes_point_spread(self) -> bool:
+        """Whether the model reads the detector's point-spread
+        (:attr:`BeamConditions.point_spread_px`); otherwise it was trained for a sharp
+        detector."""
+        return self.model.takes_point_spread
+
+    @property
+    def point_spread_range(self) -> tuple[float, float]:
+        """The detector point-spreads (pixels) the model was trained on: ``(0, 0)`` for a
+        sharp detector; a model that reads it and does not record its range takes any."""
+        ranges = self.meta.get("training", {}).get("data_ranges") or {}
+        if "point_spread_px" in ranges:
+            low, high = ranges["point_spread_px"]
+            return float(low), float(high)
+        return (0.0, MAX_SIGMA_PX) if self.takes_point_spread else (0.0, 0.0)
+
     def preprocessor(self, conditions: BeamConditions) -> Preprocessor:
-        """The (cached) front end for these conditions."""
+        """The (cached) front end for these conditions.
+
+        Raises
+        ------
+        ValueError
+            If the material is unknown to the network, or the conditions give a point-spread
+            the model was not trained to read.
+        """
         if conditions not in self._preprocessors:
             conditions.material_index()  # refuses materials the network does not know
-            self._preprocessors[conditions] = Preprocessor(conditions, device=self.device)
+            low, high = self.point_spread_range
+            spread = conditions.point_spread_px
+            if not self.takes_point_spread and spread:
+                raise ValueError(
+                    f"point_spread_px={spread:g}: this model was trained for a sharp detector "
+                    "and does not read a point-spread (a 0.5 px spread reads as +0.24 % "
+                    "isotropic strain); use a model fine-tuned with 'stem-loop train "
+                    "--point-spread', or give 0"
+                )
+            if not low - 1e-6 <= spread <= high + 1e-6:
+                raise ValueError(
+                    f"point_spread_px={spread:g}: this model was trained on detector "
+                    f"point-spreads of {low:g} to {high:g} px only"
+                )
+            self._preprocessors[conditions] = Preprocessor(
+                conditions, device=self.device, point_spread_input=self.takes_point_spread
+            )
         return self._preprocessors[conditions]
 
     @torch.no_grad()

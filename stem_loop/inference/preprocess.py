@@ -65,6 +65,9 @@ class Preprocessor:
         Count at which the detector saturates (uint16 maximum by default).
     device : str or torch.device
         Where the front end runs; frames are moved there and the inputs stay there.
+    point_spread_input : bool
+        Append the detector's point-spread (``conditions.point_spread_px``) as the last side
+        feature, for a network that takes it (:data:`~.network.N_SIDE_POINT_SPREAD`).
     """
 
     def __init__(
@@ -72,12 +75,14 @@ class Preprocessor:
         conditions: BeamConditions,
         saturation: float = 65535.0,
         device: str | torch.device = "cpu",
+        point_spread_input: bool = False,
     ) -> None:
         self.conditions = conditions
         self.device = torch.device(device)
         self.lattice = DiskLattice(conditions, MAX_DISKS, self.device)
         self.condition_features = torch.as_tensor(conditions.features()).to(self.device)
         self.saturation = saturation
+        self.point_spread_input = point_spread_input
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> NetworkInput:
         """Network inputs of ``(N, rows, cols)`` frames (detector counts), on the device."""
@@ -112,4 +117,7 @@ class Preprocessor:
             ],
             dim=1,
         )
+        if self.point_spread_input:
+            spread = side.new_full((n, 1), self.conditions.point_spread_px)
+            side = torch.cat([side, spread], dim=1)
         return NetworkInput(crops, side, fit, total, saturated)

@@ -23,12 +23,15 @@ from .calibration import ONE_SIGMA_COVERAGE, coverage_scales
 from .dataset import load_shards
 from .lattice import MAX_LATTICE_STRAIN
 from .network import (
+    N_SIDE,
+    N_SIDE_POINT_SPREAD,
     OUTPUTS,
     DescriptorEnsemble,
     DescriptorNet,
     gaussian_nll,
     to_normalised,
     to_physical,
+    widen_side,
 )
 
 #: File names of a trained model (weights and metadata).
@@ -51,11 +54,24 @@ class TrainingSettings:
     hidden: int = 192
     #: Largest gradient norm of a step (typical steps: 0.4 to 0.7).
     grad_clip: float = 2.0
+    #: The network also reads each frame's detector point-spread (the shards'
+    #: ``point_spread_px``, 0 where they have none) as its last side feature.
+    point_spread_input: bool = False
+
+    @property
+    def side_features(self) -> int:
+        """Side inputs of the network these settings train."""
+        return N_SIDE_POINT_SPREAD if self.point_spread_input else N_SIDE
 
 
-def _tensors(data: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+def _tensors(data: dict[str, np.ndarray], side_features: int = N_SIDE) -> tuple[torch.Tensor, ...]:
+    """Network inputs, lattice strain and normalised targets of shard ``data``; with
+    :data:`~.network.N_SIDE_POINT_SPREAD` side features the frames' point-spread is appended."""
     crops = torch.as_tensor(data["crops"])  # float16, converted per batch
     side = torch.as_tensor(data["side"])
+    if side_features == N_SIDE_POINT_SPREAD:
+        spread = data.get("point_spread_px", np.zeros(len(side), dtype=np.float32))
+        side = torch.cat([side, torch.as_tensor(spread, dtype=side.dtype)[:, None]], dim=1)
     lattice = torch.as_tensor(data["lattice_strain"])
     target = to_normalised(torch.as_tensor(data["descriptors"]), lattice)
     return crops, side, lattice, target
@@ -102,7 +118,8 @@ def train(
     start_from : str or Path, optional
         A trained model directory (:func:`load_model`) to fine-tune: the network starts from
         its member ``start_member`` instead of random weights (the architecture must match
-        ``settings``); a checkpoint in ``out`` still takes precedence.
+        ``settings``, except that a point-spread input, ``settings.point_spread_input``, may
+        be new: it starts weighted zero); a checkpoint in ``out`` still takes precedence.
     start_member : int
         Which member of ``start_from`` to start from.
 
@@ -117,16 +134,18 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     data = load_shards(shard_paths)
-    tensors = _tensors(data)
+    tensors = _tensors(data, settings.side_features)
     crops, side, lattice, target = (t.to(device) for t in tensors)
     n = len(side)
     val, trn = _usable_split(n, tensors[2], settings)
     val, trn = val.to(device), trn.to(device)
 
     # initialised on the CPU (its generator, seeded above): the same weights on every device
-    model = DescriptorNet(settings.width, settings.hidden)
-    if start_from is not None:
-        model.load_state_dict(member_state(start_from, start_member))
+    model = DescriptorNet(settings.width, settings.hidden, settings.side_features)
+    if start_from is not None:  # a new point-spread input starts weighted zero
+        model.load_state_dict(
+            widen_side(member_state(start_from, start_member), settings.side_features)
+        )
     model.to(device)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -209,6 +228,7 @@ def train(
             failed_fits=n - len(val) - len(trn),  # left out: lattice fit beyond the limit
             best_epoch=best_epoch,
             history=history,
+            data_ranges=_recorded_ranges(shard_paths),
         ),
     )
     if start_from is not None:
@@ -280,7 +300,7 @@ def _calibrate(
 
 def _coverage_calibration(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict:
     """Sigma scales (and what set them) from the calibration frames ``data``."""
-    crops, side, lattice, target = _tensors(data)
+    crops, side, lattice, target = _tensors(data, model.members[0].side_features)
     usable = _fit_succeeded(lattice)  # the others are flagged, not read
     crops, side, target = crops[usable], side[usable], target[usable]
     mean, log_var, _ = _evaluate(model, crops, side, target)
@@ -391,7 +411,7 @@ def build_ensemble(
             )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = _tensors(data)
+    tensors = _tensors(data, members[0].side_features)
     val = _usable_split(len(data["side"]), tensors[2], settings)[0]
     meta = _calibrate(ensemble, data, tensors, val)
     training = dict(members=records, data_ranges=_recorded_ranges(shard_paths))

@@ -15,6 +15,7 @@ from stem_loop.agents.inference import (
     DescriptorBatch,
     InferenceAgent,
     conditions_from_start,
+    microscope_conditions,
 )
 from stem_loop.bench.inference import DATASET, write_frames
 from stem_loop.inference import BeamConditions
@@ -291,8 +292,24 @@ def test_conditions_from_start():
     parts = {"material": "Si", "beam": {"voltage_kv": 80.0}, "detector": {"pixels": 128}}
     merged = conditions_from_start(parts, default)
     assert merged == BeamConditions(voltage_kv=80.0)
+    spread = conditions_from_start({"detector": {"point_spread_px": 0.5}}, default)
+    assert spread == BeamConditions(point_spread_px=0.5)
     with pytest.raises(ValueError):
         conditions_from_start({"material": "Au", "zone_axis": "111"}, default)
+    with pytest.raises(ValueError, match="point_spread_px"):
+        conditions_from_start({"detector": {"point_spread_px": -1.0}}, default)
+
+
+def test_microscope_conditions_carry_the_detectors_point_spread():
+    from types import SimpleNamespace
+
+    from sim_devices import Beam, Detector
+
+    scope = SimpleNamespace(
+        sample=SimpleNamespace(material="Si", zone_axis="110"), beam=Beam(), detector=Detector()
+    )
+    assert microscope_conditions(scope)().point_spread_px == 0.0
+    assert microscope_conditions(scope, 0.6)() == BeamConditions(point_spread_px=0.6)
 
 
 def test_bad_settings_are_refused():

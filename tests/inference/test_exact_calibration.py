@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from stem_loop.inference.exact_calibration import (
     exact_widening,
     plan_validation,
 )
-from stem_loop.inference.heldout import plan_heldout
+from stem_loop.inference.heldout import REFERENCE_SETTINGS, plan_heldout
 from stem_loop.inference.predictor import SHIPPED_WEIGHTS
 from stem_loop.inference.training import META_FILE, WEIGHTS_FILE
 
@@ -60,8 +61,7 @@ def test_the_shipped_validation_set_is_the_planned_one():
     shipped = load_heldout(SHIPPED_VALIDATION)
     planned = plan_validation()
     assert [r["strain"] for r in shipped["meta"]["runs"]] == [list(r.strain) for r in planned]
-    assert shipped["meta"]["settings"]["sampling_a"] <= 0.05
-    assert shipped["meta"]["settings"]["box_nm"] >= 12.8
+    assert shipped["meta"]["settings"] == asdict(REFERENCE_SETTINGS)  # the held-out sets' block
     assert len(shipped["run_index"]) == 8 * len(planned)
 
 
@@ -126,6 +126,11 @@ def test_a_point_spread_model_is_calibrated_on_patterns_blurred_like_its_trainin
         np.testing.assert_allclose(
             spread["counts"][rows], blur_patterns(validation["counts"][rows], sigma)
         )
+    # unless stated, the conditions stay those of a sharp detector; stated, each run's sigma
+    assert all("point_spread_px" not in r["conditions"] for r in spread["meta"]["runs"])
+    told = blurred_runs(validation, (0.3, 1.0), seed=3, stated=True)
+    assert [r["conditions"]["point_spread_px"] for r in told["meta"]["runs"]] == list(sigmas)
+    assert all("point_spread_px" not in r["conditions"] for r in validation["meta"]["runs"])
     record = calibrate_on_exact(model_dir, validation, draws=1, point_spread_px=(0.8, 0.8))
     assert record["point_spread_px"] == [0.8, 0.8]
     # the same widening as on patterns blurred by hand: the blur reached the measurement

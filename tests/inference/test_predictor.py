@@ -66,6 +66,14 @@ def test_refusals(predictor, frames):
         predictor.predict(frames[:1], BeamConditions(pixels=64))
     with pytest.raises(FileNotFoundError, match="stem-loop train"):
         Predictor("/nonexistent")
+    # the shipped networks assume a sharp detector: a stated point-spread is refused
+    assert not predictor.takes_point_spread
+    with pytest.raises(ValueError, match="sharp detector"):
+        predictor.predict(frames[:1], BeamConditions(point_spread_px=0.5))
+    for bad in (-0.5, float("nan"), 9.0, "wide"):
+        with pytest.raises(ValueError, match="point_spread_px must be"):
+            BeamConditions(point_spread_px=bad)
+    assert BeamConditions(point_spread_px=np.float32(0.5)).as_dict()["point_spread_px"] == 0.5
 
 
 def test_device_names_are_checked_before_anything_loads(monkeypatch):

@@ -9,10 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from stem_loop.inference import Predictor
+from stem_loop.inference import BeamConditions, Predictor
 from stem_loop.inference.dataset import TrainingRanges, generate_shards, load_shards
-from stem_loop.inference.network import gaussian_nll, to_normalised, to_physical
-from stem_loop.inference.training import META_FILE, TrainingSettings, load_model, train
+from stem_loop.inference.lattice import CROP_PX
+from stem_loop.inference.network import (
+    MAX_DISKS,
+    N_SIDE,
+    N_SIDE_POINT_SPREAD,
+    DescriptorNet,
+    gaussian_nll,
+    to_normalised,
+    to_physical,
+    widen_side,
+)
+from stem_loop.inference.training import (
+    META_FILE,
+    TrainingSettings,
+    load_model,
+    member_state,
+    train,
+)
+
+from .conftest import random_descriptors
 
 SI_ONLY = dict(materials=(("Si", "110"),), voltages=(200.0,), frames_per_shard=256, block=128)
 
@@ -262,6 +280,9 @@ def test_point_spread_blurs_the_frames_not_the_truth(shards, tmp_path):
 
     assert steepness(blurred) < 0.5 * steepness(sharp)
     assert json.loads((tmp_path / "ranges.json").read_text())["point_spread_px"] == [1.5, 1.5]
+    # each frame records its blur, the network's input where it takes one
+    np.testing.assert_array_equal(blurred["point_spread_px"], 1.5)
+    np.testing.assert_array_equal(sharp["point_spread_px"], 0.0)
 
 
 @pytest.mark.parametrize("bad", [(0.5, 0.2), (-0.1, 0.5), (0.0, 9.0)])
@@ -290,3 +311,68 @@ def test_fine_tuning_starts_from_the_given_member(shards, tmp_path):
         member_state(tmp_path / "first", 1)
     with pytest.raises(RuntimeError, match="size mismatch"):  # another architecture
         train(shards, tmp_path / "wide", replace(settings, width=16), start_from=tmp_path / "first")
+
+
+def test_widening_the_side_inputs_keeps_what_the_network_reads():
+    torch.manual_seed(0)
+    sharp = DescriptorNet(8, 32).eval()
+    wide = DescriptorNet(8, 32, N_SIDE_POINT_SPREAD).eval()
+    wide.load_state_dict(widen_side(sharp.state_dict(), N_SIDE_POINT_SPREAD))
+    crops, side = torch.randn(5, MAX_DISKS, CROP_PX, CROP_PX), torch.randn(5, N_SIDE)
+    spread = torch.rand(5, 1)
+    with torch.no_grad():
+        got, expected = wide(crops, torch.cat([side, spread], 1)), sharp(crops, side)
+    for a, b in zip(got, expected, strict=True):  # means and log-variances
+        torch.testing.assert_close(a, b)
+    state = sharp.state_dict()
+    assert widen_side(state, N_SIDE) is state  # nothing to add
+    with pytest.raises(ValueError, match="more than"):
+        widen_side(wide.state_dict(), N_SIDE)
+    with pytest.raises(ValueError, match="side_features"):
+        DescriptorNet(8, 32, N_SIDE + 2)
+    assert wide.config["side_features"] == N_SIDE_POINT_SPREAD
+    assert "side_features" not in sharp.config  # the shipped metadata keep their form
+
+
+def test_a_point_spread_input_is_trained_and_read(shards, tmp_path, si_fast):
+    """Fine-tuned with a point-spread input: it starts weighted zero (the same readings), is
+    fed each frame's blur and learns a weight for it; a sharp model refuses a point-spread."""
+    ranges = TrainingRanges(point_spread_px=(0.0, 1.5))
+    blurred = generate_shards(tmp_path / "blurred", 2, seed=3, ranges=ranges, **SI_ONLY)
+    spread = load_shards(blurred)["point_spread_px"]
+    assert len(np.unique(spread)) == 4 and spread.min() >= 0.0 and spread.max() <= 1.5
+    settings = TrainingSettings(epochs=1, batch=64, width=8, hidden=32)
+    train(shards, tmp_path / "sharp", settings)
+    with_input = replace(settings, point_spread_input=True)
+    still = train(
+        blurred,
+        tmp_path / "still",
+        replace(with_input, learning_rate=1e-12),
+        start_from=tmp_path / "sharp",
+    )
+    assert still["network"]["side_features"] == N_SIDE_POINT_SPREAD
+    start, kept = member_state(tmp_path / "sharp"), member_state(tmp_path / "still")
+    torch.testing.assert_close(
+        kept["head.0.weight"][:, :-1], start["head.0.weight"], atol=1e-6, rtol=0
+    )
+    assert kept["head.0.weight"][:, -1].abs().max() < 1e-6
+    train(blurred, tmp_path / "tuned", with_input, start_from=tmp_path / "sharp")
+    assert member_state(tmp_path / "tuned")["head.0.weight"][:, -1].abs().max() > 1e-4
+
+    patterns = si_fast.patterns(random_descriptors(4, seed=2))
+    frames = np.random.default_rng(0).poisson(patterns * 1e5)
+    sharp_model, read_model = Predictor(tmp_path / "sharp"), Predictor(tmp_path / "still")
+    assert read_model.takes_point_spread and not sharp_model.takes_point_spread
+    conditions = BeamConditions()
+    a = sharp_model.predict(frames, conditions)
+    b = read_model.predict(frames, conditions)  # the new input weighted zero: same readings
+    assert np.isfinite(a.values["exx"]).all()
+    for name in a.values:
+        np.testing.assert_allclose(b.values[name], a.values[name], rtol=1e-5, atol=1e-7)
+    told = read_model.predict(frames, replace(conditions, point_spread_px=0.5))
+    np.testing.assert_allclose(told.values["exx"], a.values["exx"], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="sharp detector"):
+        sharp_model.predict(frames, replace(conditions, point_spread_px=0.5))
+    assert read_model.point_spread_range == (0.0, 1.5)  # what its training data spanned
+    with pytest.raises(ValueError, match="0 to 1.5 px only"):
+        read_model.predict(frames, replace(conditions, point_spread_px=2.0))
