@@ -548,6 +548,10 @@ def _text(rows: list[dict], dose_rows: list[dict], summary: dict, twin: dict | N
     lines.append("strain rms error vs dose (exx, eyy, exy in %) and the shot-noise limit")
     for r in dose_rows:
         err = " ".join(f"{v:.3f}" for v in r["strain_rms_percent"])
-        lim = " ".join(f"{v:.4f}" for v in r["shot_noise_limit_percent"])
+        limits = r["shot_noise_limit_percent"]
+        if np.all(np.isnan(limits)):
+            lim = "not computed"
+        else:
+            lim = " ".join(f"{v:.4f}" for v in limits)
         lines.append(f"  {r['dose']:>8.0e} e/frame: network {err}   limit {lim}")
     return "\n".join(lines)

@@ -6,12 +6,13 @@ carry the gap between fast and exact physics, most of all in thickness (held-out
 1-sigma coverage 60 % over five Poisson draws, against the 68.27 % the calibration gives its
 own frames). This step measures that gap on a separate set of exact patterns, the *validation
 set*: the same kind of runs as the held-out set (:mod:`.heldout`), other random crystals
-(seeds :data:`VALIDATION_SEEDS`), two per material and voltage, never used in training or in
-the held-out evaluation.
+(seeds :data:`VALIDATION_SEEDS`), three per material and voltage, never used in training or in
+the held-out evaluation. The third seed was added after the held-out eyy coverage came out
+above its band on two seeds (a larger set, same rule).
 
 Each output's factor is the 68.27 % quantile of ``|error / sigma|`` over the validation
 patterns (Poisson draws pooled), and at least 1: the fast-model calibration is fitted on far
-more frames, and exact physics can only add error to it, so a set of 96 patterns may widen a
+more frames, and exact physics can only add error to it, so a set of 144 patterns may widen a
 sigma but never narrows one.
 """
 
@@ -34,8 +35,8 @@ from .training import META_FILE
 
 #: Seeds of the validation crystals, one run per material and voltage each (the held-out
 #: set's is ``plan_heldout``'s default).
-VALIDATION_SEEDS = (20261127, 20261128)
-#: Shipped validation set: two exact runs per material and voltage, 96 patterns.
+VALIDATION_SEEDS = (20261127, 20261128, 20261130)
+#: Shipped validation set: three exact runs per material and voltage, 144 patterns.
 SHIPPED_VALIDATION = Path(__file__).parent / "data" / "validation_exact.npz"
 #: Dose of the validation draws (that of the accuracy targets).
 VALIDATION_DOSE = 1e5
@@ -176,4 +177,6 @@ def blurred_runs(
         counts[rows] = blur_patterns(counts[rows], sigma)
         if stated:
             run["conditions"]["point_spread_px"] = sigma
+        else:  # a set built with the field records 0.0, no longer true once blurred
+            run["conditions"].pop("point_spread_px", None)
     return dict(exact_set, counts=counts, meta=dict(exact_set["meta"], runs=runs))

@@ -25,8 +25,8 @@ on a GPU).
 :func:`refine_doubtful` is the live step (:class:`stem_loop.agents.inference.InferenceAgent`,
 ``stem-loop predict``): only the frames whose networks' thickness sigma exceeds
 :data:`DOUBTFUL_STD_NM` are refined, with the unstrained contents. On the 96 held-out exact
-patterns at 10^5 electrons (five Poisson draws each; 19.2 nm block) that is 14 % of the
-frames, and the thickness published is 0.97 nm rms (the networks alone: 4.14 nm; every frame
+patterns at 10^5 electrons (five Poisson draws each; 19.2 nm block) that is 12 % of the
+frames, and the thickness published is 1.01 nm rms (the networks alone: 4.14 nm; every frame
 refined: 0.57 nm unstrained; 0.49 nm with strained-cell contents, one draw on the 12.8 nm set
 shipped before).
 """

@@ -22,12 +22,11 @@ from stem_loop.inference.heldout import REFERENCE_SETTINGS, SECOND_HELDOUT, SHIP
 TARGET = dict(strain=0.0010, thickness_nm=2.0, tilt_mrad=0.3, coverage=(0.60, 0.76))
 #: What the shipped ensemble must not fall behind on the shipped held-out set (19.2 nm exact
 #: block, five draws): measured strain 0.097/0.104/0.060 %, thickness 4.14 nm, tilt
-#: 0.110/0.128 mrad, coverage 68-78 % (sigmas widened on the exact validation set), with
-#: margin. eyy strain (by 4 %) and the networks' own thickness miss TARGET; the live thickness
-#: (doubtful frames refined) meets it. eyy's sigma, widened by 1.19 on the validation set (whose
-#: eyy errors are larger), covers 78 %: wider than TARGET asks, held here as a regression
-#: bound. See the model card.
-REGRESSION = dict(strain=0.0011, thickness_nm=4.5, tilt_mrad=0.15, eyy_coverage=0.80)
+#: 0.110/0.128 mrad, with margin. eyy strain (by 4 %) and the networks' own thickness miss
+#: TARGET; the live thickness (doubtful frames refined) meets it. The sigmas, widened on the
+#: exact validation set, cover 68-75 % over these five draws, inside TARGET (eyy, at 75 %,
+#: reaches 77 % with eight draws: at the band's top edge). See the model card.
+REGRESSION = dict(strain=0.0011, thickness_nm=4.5, tilt_mrad=0.15)
 
 
 def test_shear_strain_meets_the_target(summary):
@@ -65,7 +64,7 @@ def test_strain_accuracy(summary):
 
 def test_live_thickness_meets_the_target(summary):
     """What the live path publishes: the networks' thickness, refined by the fast model where
-    their sigma exceeds 2 nm (measured: 0.97 nm, 14 % of frames refined, 1-sigma covers 70 %;
+    their sigma exceeds 2 nm (measured: 1.01 nm, 12 % of frames refined, 1-sigma covers 69 %;
     the networks alone 4.14 nm)."""
     assert summary["thickness_live_nm_rms"] <= TARGET["thickness_nm"]
     assert summary["thickness_live_fraction_refined"] <= 0.20
@@ -82,7 +81,6 @@ def test_thickness_and_tilt_accuracy(summary):
 def test_predicted_sigma_covers_the_errors(summary):
     lo, hi = TARGET["coverage"]
     covered = {k: summary[f"{k}_coverage_1sigma"] for k in DESCRIPTOR_NAMES}
-    assert lo <= covered.pop("eyy") <= REGRESSION["eyy_coverage"]  # conservative, see above
     assert all(lo <= c <= hi for c in covered.values()), covered
 
 
