@@ -882,6 +882,8 @@ class InferenceAgent:
 
     def _configuration(self, run: _Run) -> dict[str, Any]:
         conditions = run.conditions.as_dict() if run.conditions is not None else {}
+        # how the frames were read: once, or four mirror views averaged (Predictor(mirror=True))
+        conditions["mirror_views"] = int(getattr(self.predictor, "mirror_scale", None) is not None)
         now = time.time()
         data, keys = {}, {}
         for k, v in conditions.items():

@@ -4,6 +4,8 @@ Frames are simulated at random (seeded) positions with the microscope's default 
 model and counting noise, then run through the shipped network; as in the live agent, the
 frames whose thickness the networks read with a sigma above ``--refine-thickness-above`` (2 nm)
 get it refined by the fast model (:func:`stem_loop.inference.refine.refine_doubtful`).
+``--mirror`` reads every frame in four mirror views and averages them
+(:mod:`stem_loop.inference.mirror`: more accurate, four times the network's work).
 ``P.npz`` holds ``x_nm``, ``y_nm``, one array per descriptor name and ``<name>_std``, ``ood``,
 ``reason``, ``thickness_refined`` and ``thickness_network_nm``, and the sample's true
 descriptors as ``true_<name>``.
@@ -60,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "agent does (default: the agent's, 2 nm; 0: every frame)",
     )
     parser.add_argument("--no-refinement", action="store_true", help="the networks' thickness only")
+    parser.add_argument(
+        "--mirror",
+        action="store_true",
+        help="average four mirror views of every frame (more accurate, 4x the work)",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="P.npz", help="output .npz")
     add_json_option(parser)
     parser.set_defaults(func=run)
@@ -116,6 +123,7 @@ def predict_sample(
     dose: float | None = None,
     refine_thickness_above: float | None = None,
     refinement: bool = True,
+    mirror: bool = False,
 ) -> dict[str, Any]:
     """Simulate frames at random positions of ``sample`` and predict their descriptors.
 
@@ -134,6 +142,8 @@ def predict_sample(
         (default :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
     refinement : bool
         ``False``: the networks' thickness only.
+    mirror : bool
+        Average four mirror views of every frame (``Predictor(mirror=True)``).
 
     Returns
     -------
@@ -154,7 +164,7 @@ def predict_sample(
     conditions = BeamConditions.from_devices(
         sample.material, sample.zone_axis, microscope.beam, microscope.detector
     )
-    predictor = Predictor()
+    predictor = Predictor(mirror=mirror)
     rng = np.random.default_rng(seed)
     width, height = microscope.field_of_view_nm
     x, y = rng.uniform(0, width, positions), rng.uniform(0, height, positions)
@@ -187,6 +197,7 @@ def predict_sample(
         "zone_axis": sample.zone_axis,
         "positions": positions,
         "seed": seed,
+        "mirror": mirror,
         "dose": float(microscope.detector.dose),
         "conditions": conditions.as_dict(),
         "simulate_s": round(simulate_s, 3),
@@ -251,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
             dose=args.dose,
             refine_thickness_above=above,
             refinement=not args.no_refinement,
+            mirror=args.mirror,
         )
     except (FileNotFoundError, ValueError) as err:  # no weights; a material the network lacks
         raise CommandError(str(err)) from None

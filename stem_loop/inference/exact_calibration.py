@@ -30,6 +30,7 @@ from sim_devices.sample import DESCRIPTOR_NAMES
 from .calibration import coverage_scales
 from .evaluation import DRAWS, load_heldout, predict_heldout, repeat_draws
 from .heldout import HeldoutRun, plan_heldout
+from .mirror import MIRROR_SYMMETRIC, mirror_factors
 from .predictor import Predictor
 from .training import META_FILE
 
@@ -117,7 +118,10 @@ def calibrate_on_exact(
     ``sigma_scale`` becomes the fast-model scales times the factors, and the step is recorded
     in ``sigma_calibration["exact"]`` (with ``fast_sigma_scale``, the scales before). A model
     already widened is measured again from its fast-model scales, so running this twice gives
-    the same model.
+    the same model. Then, with those sigmas, the factors of the mirror-averaged reading are
+    measured on the same draws (:func:`~stem_loop.inference.mirror.mirror_factors`) and
+    recorded in ``sigma_calibration["mirror"]`` (what ``Predictor(mirror=True)`` applies),
+    unless the set holds a crystal without the detector-axis mirrors.
 
     ``point_spread_px`` is the training data's detector point-spread range
     (:class:`~stem_loop.inference.dataset.TrainingRanges`): each validation run's patterns are
@@ -146,7 +150,17 @@ def calibrate_on_exact(
     record.update(set=name, fast_sigma_scale=fast, point_spread_px=list(point_spread_px))
     meta["sigma_scale"] = [s * f for s, f in zip(fast, record["factors"], strict=True)]
     calibration["exact"] = record
+    calibration.pop("mirror", None)  # measured on the sigmas just replaced
     meta_path.write_text(json.dumps(meta, indent=1))
+    crystals = {
+        (r["conditions"]["material"], r["conditions"].get("zone_axis"))
+        for r in exact_set["meta"]["runs"]
+    }
+    if crystals <= MIRROR_SYMMETRIC:
+        views = Predictor(model_dir).mirrored(np.ones(len(DESCRIPTOR_NAMES)))
+        mirror = mirror_factors(views, exact_set, draws=draws)
+        calibration["mirror"] = dict(mirror, set=name, point_spread_px=list(point_spread_px))
+        meta_path.write_text(json.dumps(meta, indent=1))
     return record
 
 

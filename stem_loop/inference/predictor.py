@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from sim_devices.point_spread import MAX_SIGMA_PX
 
 from .conditions import BeamConditions
+from .mirror import VIEW_AXES, average_views, check_symmetric, mirror_view
 from .network import OUTPUTS, to_physical
 from .ood import measure, ood_checks, reasons
 from .preprocess import Preprocessor
@@ -102,13 +104,17 @@ class Predictor:
         Where the front end and the network run (see :func:`inference_device`; default
         ``$STEM_LOOP_INFERENCE_DEVICE``, else the CPU). Frames may come from anywhere; results
         always come back as NumPy arrays.
+    mirror : bool
+        Read every frame in four mirror views and average them (:mod:`.mirror`): more accurate,
+        four times the work (see :meth:`mirrored`).
 
     Raises
     ------
     FileNotFoundError
         If the directory lacks the weights or their metadata.
     ValueError
-        If the device is unknown or absent.
+        If the device is unknown or absent, or ``mirror`` is asked of a model whose
+        mirror-averaged sigmas were never calibrated.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class Predictor:
         *,
         batch: int = 1024,
         device: str | torch.device | None = None,
+        mirror: bool = False,
     ) -> None:
         path = Path(path) if path is not None else SHIPPED_WEIGHTS
         self.device = inference_device(device)
@@ -129,6 +136,41 @@ class Predictor:
         self._residual_column = [c.name for c in self.checks].index("lattice_residual")
         self.batch = batch
         self._preprocessors: dict[BeamConditions, Preprocessor] = {}
+        #: ``(outputs,)`` factors of the mirror-averaged sigma; None reads each frame once.
+        self.mirror_scale: np.ndarray | None = None
+        if mirror:
+            self.mirror_scale = self.mirrored().mirror_scale
+
+    def mirrored(self, scale: np.ndarray | None = None) -> Predictor:
+        """This model reading every frame in four mirror views, averaged (:mod:`.mirror`).
+
+        ``scale`` (one factor per output) multiplies the views' mean sigma; by default the
+        factors recorded in the metadata (``sigma_calibration.mirror``, written by
+        :func:`~stem_loop.inference.exact_calibration.calibrate_on_exact`).
+
+        Raises
+        ------
+        ValueError
+            If no ``scale`` is given and the model has no recorded factors.
+        """
+        if scale is None:
+            record = self.meta.get("sigma_calibration", {}).get("mirror")
+            if record is None:
+                raise ValueError(
+                    "this model's mirror-averaged sigmas were never calibrated "
+                    "(no sigma_calibration.mirror in its metadata); run "
+                    "stem_loop.inference.exact_calibration.calibrate_on_exact on it"
+                )
+            scale = record["factors"]
+        out = copy.copy(self)
+        out.mirror_scale = np.asarray(scale, dtype=np.float64).reshape(len(OUTPUTS))
+        return out
+
+    def single(self) -> Predictor:
+        """This model reading each frame once (the same network and caches)."""
+        out = copy.copy(self)
+        out.mirror_scale = None
+        return out
 
     @property
     def takes_point_spread(self) -> bool:
@@ -194,6 +236,35 @@ class Predictor:
         if frames.ndim != 3:
             raise ValueError(f"frames must be (N, rows, cols), got shape {tuple(frames.shape)}")
         pre = self.preprocessor(conditions)
+        if self.mirror_scale is None:
+            out = self._read(pre, frames)
+            value, std, checks, origin = self._split(out)
+            why = reasons(self.checks, checks)
+        else:
+            check_symmetric(conditions.material, conditions.zone_axis)
+            views = [
+                self._split(self._read(pre, mirror_view(frames, v))) for v in range(len(VIEW_AXES))
+            ]
+            value, std = average_views(
+                np.stack([v[0] for v in views]), np.stack([v[1] for v in views]), self.mirror_scale
+            )
+            _, _, checks, origin = views[0]  # the frame's own lattice and residual
+            why_views = [reasons(self.checks, v[2]) for v in views]
+            why = [next((w for w in ws if w), "") for ws in zip(*why_views, strict=True)]
+        ood = np.array([bool(r) for r in why], dtype=bool)
+        value[ood] = np.nan
+        std[ood] = np.nan
+        return Prediction(
+            values={name: value[:, i] for i, name in enumerate(OUTPUTS)},
+            std={name: std[:, i] for i, name in enumerate(OUTPUTS)},
+            ood=ood,
+            reason=why,
+            lattice_residual_px=checks[:, self._residual_column].astype(np.float32),
+            origin_px=origin,
+        )
+
+    def _read(self, pre: Preprocessor, frames: torch.Tensor) -> np.ndarray:
+        """``(N, values + sigmas + checks + 2)`` of the frames, read once, in batches."""
         results = []
         for lo in range(0, len(frames), self.batch):
             inputs = pre(frames[lo : lo + self.batch])
@@ -204,18 +275,9 @@ class Predictor:
             # one copy back per batch (on a GPU the transfers, not the kernels, set the pace)
             origin = inputs.fit.origin_px.to(value.dtype)
             results.append(torch.cat([value, std, checks, origin], 1).cpu())
-        out = torch.cat(results).numpy().astype(np.float64)
+        return torch.cat(results).numpy().astype(np.float64)
+
+    @staticmethod
+    def _split(out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k = len(OUTPUTS)
-        value, std, checks = out[:, :k], out[:, k : 2 * k], out[:, 2 * k : -2]
-        why = reasons(self.checks, checks)
-        ood = np.array([bool(r) for r in why], dtype=bool)
-        value[ood] = np.nan
-        std[ood] = np.nan
-        return Prediction(
-            values={name: value[:, i] for i, name in enumerate(OUTPUTS)},
-            std={name: std[:, i] for i, name in enumerate(OUTPUTS)},
-            ood=ood,
-            reason=why,
-            lattice_residual_px=checks[:, self._residual_column].astype(np.float32),
-            origin_px=out[:, -2:],
-        )
+        return out[:, :k], out[:, k : 2 * k], out[:, 2 * k : -2], out[:, -2:]

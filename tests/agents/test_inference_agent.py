@@ -76,10 +76,13 @@ def _validate(collector: Collector) -> None:
         schema_validators[DocumentNames(name)].validate(doc)
 
 
-@pytest.mark.parametrize(("mode", "n"), [("batch", 24), ("step", 5)])
+@pytest.mark.parametrize(
+    ("mode", "n", "mirror"), [("batch", 24, False), ("step", 5, False), ("batch", 12, True)]
+)
 def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
-    tiled_catalog, microscope, predictor, conditions, mode, n
+    tiled_catalog, microscope, predictor, conditions, mode, n, mirror
 ):
+    predictor = predictor.mirrored() if mirror else predictor
     batches: list[DescriptorBatch] = []
     agent = InferenceAgent(
         predictor, conditions, batch_size=8, max_latency_s=0.05, listeners=[batches.append]
@@ -114,6 +117,7 @@ def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
     assert run.metadata["stop"]["num_events"] == {"primary": n, "descriptors": n}
     configuration = run["descriptors"].metadata["configuration"]["inference"]["data"]
     assert configuration["inference-material"] == conditions.material
+    assert configuration["inference-mirror_views"] == int(mirror)
 
     # Documents: valid, tied to the run, the agent's pages before the stop.
     _validate(collector)

@@ -135,3 +135,22 @@ def test_unwritable_out_is_refused_before_simulating(tmp_path, capsys, where):
     assert main(["predict", "--sample", "demo", "--positions", "3", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("stem-loop predict: error: --out")
+
+
+def test_mirror_views_read_the_same_frames_again(tmp_path, capsys):
+    argv = ["predict", "--sample", "demo", "--positions", "6", "--seed", "2", "--json"]
+    argv += ["--no-refinement"]
+    saved = {}
+    for name, extra in [("once", []), ("mirror", ["--mirror"])]:
+        path = tmp_path / f"{name}.npz"
+        assert main([*argv, *extra, "--out", str(path)]) == 0
+        assert _last_json(capsys.readouterr().out)["mirror"] == (name == "mirror")
+        saved[name] = np.load(path)
+    once, mirror = saved["once"], saved["mirror"]
+    np.testing.assert_array_equal(once["true_exx"], mirror["true_exx"])  # the same frames
+    ok = ~(once["ood"] | mirror["ood"])
+    assert ok.any()
+    for name in ("exx", "exy", "tilt_x_mrad"):
+        a, b = once[name][ok], mirror[name][ok]
+        assert not np.array_equal(a, b)  # read again, not copied
+        assert np.all(np.abs(a - b) <= 3 * once[f"{name}_std"][ok]), name

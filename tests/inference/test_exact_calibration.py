@@ -86,6 +86,23 @@ def test_widening_puts_the_quantile_inside_one_sigma_and_never_narrows(model_dir
             assert covered == pytest.approx(record["coverage_before"][i], abs=1e-9), name
 
 
+def test_the_mirror_average_is_calibrated_on_the_same_draws(model_dir):
+    from stem_loop.inference.mirror import mirror_factors
+
+    validation = _runs(load_heldout(SHIPPED_VALIDATION), [0, 3])
+    calibrate_on_exact(model_dir, validation, draws=2)
+    record = json.loads((model_dir / META_FILE).read_text())["sigma_calibration"]["mirror"]
+    assert len(record["factors"]) == len(DESCRIPTOR_NAMES) and record["patterns"] == 16
+    mirrored = Predictor(model_dir, mirror=True)
+    np.testing.assert_allclose(mirrored.mirror_scale, record["factors"])
+    # with its factors, the averaged reading's 1-sigma covers the quantile on those draws
+    again = mirror_factors(mirrored, validation, draws=2)
+    n = again["frames_used"]
+    for i, name in enumerate(DESCRIPTOR_NAMES):
+        assert again["coverage_before"][i] == pytest.approx(ONE_SIGMA_COVERAGE, abs=1.5 / n), name
+    assert again["rms"] == record["rms"]  # the factors scale sigmas, not values
+
+
 def test_calibrating_twice_gives_the_same_model(model_dir):
     validation = _runs(load_heldout(SHIPPED_VALIDATION), [1])
     first = calibrate_on_exact(model_dir, validation, draws=1)
