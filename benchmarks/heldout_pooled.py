@@ -11,9 +11,10 @@ error split into the draw-to-draw spread and the error of the draws' mean
 No shot-noise bound or fast twin (``report(shot_noise=False)``).
 
 Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first] [--twin]
-[--first PATH] [--second PATH] [--weights DIR] [--mirror]`` (other held-out files, e.g. the
-rebuilds of ``heldout_rebuild.py``; another model; ``--mirror`` reads every frame in four
-mirror views, :mod:`stem_loop.inference.mirror`, about four times the seconds)
+[--first PATH] [--second PATH] [--weights DIR] [--mirror [2|4]] [--precision P]`` (other
+held-out files, e.g. the rebuilds of ``heldout_rebuild.py``; another model; ``--mirror``
+reads every frame in four mirror views, ``--mirror 2`` in two,
+:mod:`stem_loop.inference.mirror`; ``--precision`` the networks' arithmetic, default auto)
 (seconds per set on 2 cores; ``--twin`` also splits the strain error on each set's fast twin,
 the same crystals rendered by the fast model, about 100 s more a set). The second set is built by::
 
@@ -30,6 +31,7 @@ import argparse
 import time
 from pathlib import Path
 
+from stem_loop.cli._common import add_reading_options
 from stem_loop.inference import Predictor
 from stem_loop.inference.evaluation import (
     DRAWS,
@@ -66,16 +68,14 @@ def main() -> None:
     )
     parser.add_argument("--no-first", action="store_true", help="skip the first set alone")
     parser.add_argument("--weights", default=None, help="model directory (default: shipped)")
-    parser.add_argument(
-        "--mirror", action="store_true", help="average four mirror views of every frame"
-    )
+    add_reading_options(parser)
     parser.add_argument(
         "--twin",
         action="store_true",
         help="also split the strain error on each set's fast twin (about 100 s a set)",
     )
     args = parser.parse_args()
-    predictor = Predictor(args.weights, mirror=args.mirror)
+    predictor = Predictor(args.weights, mirror=args.mirror, precision=args.precision)
     first, second = load_heldout(args.first), load_heldout(args.second)
     sets = {"first": first, "second": second, "pooled": merge_heldout(first, second)}
     if args.no_first:

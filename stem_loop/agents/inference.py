@@ -882,8 +882,10 @@ class InferenceAgent:
 
     def _configuration(self, run: _Run) -> dict[str, Any]:
         conditions = run.conditions.as_dict() if run.conditions is not None else {}
-        # how the frames were read: once, or four mirror views averaged (Predictor(mirror=True))
-        conditions["mirror_views"] = int(getattr(self.predictor, "mirror_scale", None) is not None)
+        # how the frames were read: the views averaged (1: once; Predictor(mirror=...)) and the
+        # networks' arithmetic
+        conditions["mirror_views"] = len(getattr(self.predictor, "views", (0,)))
+        conditions["precision"] = getattr(self.predictor, "precision", "float32")
         now = time.time()
         data, keys = {}, {}
         for k, v in conditions.items():

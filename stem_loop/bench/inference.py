@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from stem_loop.cli._common import add_reading_options
+
 #: Distinct simulated frames; longer runs repeat them.
 MAX_DISTINCT_FRAMES = 256
 #: Dataset path and chunking of the detector's HDF5 files.
@@ -152,7 +154,7 @@ def _cpu_figures(
     pre(frames[:8])  # warm-up
     front_s = timed("front_end", lambda: [pre(frames[s]) for s in _batches(n, batch)])
     inputs = [pre(frames[s]) for s in _batches(n, batch)]
-    network_s = timed("network", lambda: _network_pass(predictor.model, inputs))
+    network_s = timed("network", lambda: _network_pass(predictor, inputs))
 
     def end_to_end() -> None:
         with h5py.File(path, "r", swmr=True, libver="latest") as file:
@@ -275,13 +277,14 @@ def _through_agent(
     return agent.frames_refined
 
 
-def _network_pass(model, inputs) -> None:
-    """The network alone on pre-computed front-end outputs (``NetworkInput`` list)."""
+def _network_pass(predictor, inputs) -> None:
+    """The network alone (in the predictor's precision) on pre-computed front-end outputs
+    (``NetworkInput`` list)."""
     import torch
 
     with torch.no_grad():
         for x in inputs:
-            model(x.crops, x.side)
+            predictor.network(x.crops, x.side)
 
 
 def _sync(device) -> None:
@@ -317,7 +320,8 @@ def _device_figures(
     device: str = "cuda",
     path: Path | None = None,
     workers: int = 1,
-    mirror: bool = False,
+    mirror: bool | int = False,
+    precision: str = "auto",
 ) -> dict:
     """Front end, network and end to end with a :class:`Predictor` on ``device``.
 
@@ -332,17 +336,17 @@ def _device_figures(
 
     from stem_loop.inference import Predictor
 
-    predictor = Predictor(batch=batch, device=device, mirror=mirror)
+    predictor = Predictor(batch=batch, device=device, mirror=mirror, precision=precision)
     device = predictor.device
     n = len(frames)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    out: dict[str, Any] = {"device": name, "batch": batch}
+    out: dict[str, Any] = {"device": name, "batch": batch, "precision": predictor.precision}
     pre = predictor.preprocessor(conditions)
     on_device = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
     inputs = [pre(on_device[s]) for s in _batches(n, batch)]
 
     def network() -> None:
-        _network_pass(predictor.model, inputs)
+        _network_pass(predictor, inputs)
         _sync(device)
 
     def front_end() -> None:
@@ -435,7 +439,8 @@ def run_inference_bench(
     refine_thickness: bool = False,
     refine_thickness_above: float | None = None,
     live_refinement: bool = True,
-    mirror: bool = False,
+    mirror: bool | int = False,
+    precision: str = "auto",
     seed: int = 0,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -481,10 +486,13 @@ def run_inference_bench(
         agent's default, :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
     live_refinement : bool
         ``False``: the agent publishes the networks' thickness only.
-    mirror : bool
-        Read every frame in four mirror views (``Predictor(mirror=True)``): the end-to-end,
-        agent and accuracy figures are those of the averaged reading; the front end and
-        network figures stay one pass's.
+    mirror : bool or int
+        Read every frame in mirror views (``Predictor(mirror=...)``: ``True`` or 4, or 2):
+        the end-to-end, agent and accuracy figures are those of the averaged reading; the
+        front end and network figures stay one pass's.
+    precision : {"auto", "float32", "bfloat16"}
+        The networks' arithmetic on each device (``Predictor(precision=...)``,
+        :mod:`stem_loop.inference.precision`).
     seed : int
         Seed of the simulated frames.
     verbose : bool
@@ -522,7 +530,7 @@ def run_inference_bench(
         data, conditions = simulate_frames(frames, seed)
     if save_frames_to is not None:
         save_frames(save_frames_to, data[:MAX_DISTINCT_FRAMES], conditions)
-    predictor = Predictor(mirror=mirror) if cpu or accuracy else None
+    predictor = Predictor(mirror=mirror, precision=precision) if cpu or accuracy else None
     cpu_figures = gpu_figures = None
     with tempfile.TemporaryDirectory(prefix="stem-loop-bench-") as tmp:
         path = write_frames(Path(tmp) / "frames.h5", data)
@@ -539,7 +547,15 @@ def run_inference_bench(
             )
         if gpu and _has_device(device):
             gpu_figures = _device_figures(
-                data, conditions, min(device_batch, frames), repeats, device, path, workers, mirror
+                data,
+                conditions,
+                min(device_batch, frames),
+                repeats,
+                device,
+                path,
+                workers,
+                mirror,
+                precision,
             )
     result: dict[str, Any] = {
         "frames": frames,
@@ -547,6 +563,8 @@ def run_inference_bench(
         "batch": batch,
         "agent_workers": workers,
         "mirror": mirror,
+        "mirror_views": len(predictor.views) if predictor is not None else None,
+        "precision": predictor.precision if predictor is not None else precision,
         "refine_thickness_above": refine_thickness_above,
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get(OMP_ENV, "").lower() or "default (active)",
@@ -587,11 +605,14 @@ def _text(result: dict[str, Any]) -> str:
         f"{result['frame_shape'][0]}x{result['frame_shape'][1]}, batch {result['batch']}, "
         f"{result['threads']} torch threads on {result['cpu_count']} cores, "
         f"OpenMP wait policy {result['omp_wait_policy']} "
-        f"(load average {load[0]:.1f} before, {load[3]:.1f} after)",
+        f"(load average {load[0]:.1f} before, {load[3]:.1f} after), "
+        f"networks in {result.get('precision', 'float32')}",
     ]
-    if result.get("mirror"):
+    views = result.get("mirror_views", 4 if result.get("mirror") else 1)
+    if views > 1:
         lines.append(
-            "  four mirror views averaged: end to end, agent and accuracy read each frame 4x"
+            f"  {views} mirror views averaged: end to end, agent and accuracy run the front end "
+            f"once and the networks {views}x per frame"
         )
     names = {
         "read_hdf5": "read HDF5 only",
@@ -618,7 +639,10 @@ def _text(result: dict[str, Any]) -> str:
         )
     gpu = result["gpu"]
     if gpu:
-        lines.append(f"  GPU: {gpu['device']}, batch {gpu['batch']}")
+        lines.append(
+            f"  GPU: {gpu['device']}, batch {gpu['batch']}, networks in "
+            f"{gpu.get('precision', 'float32')}"
+        )
         device_names = {
             "front_end": "front end alone (frames on the device)",
             "network": "network alone (inputs on the device)",
@@ -705,11 +729,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the agent publishes the networks' thickness only",
     )
-    parser.add_argument(
-        "--mirror",
-        action="store_true",
-        help="read every frame in four mirror views, averaged (more accurate, 4x the work)",
-    )
+    add_reading_options(parser)
     parser.add_argument(
         "--omp-wait-policy",
         choices=("active", "passive"),
@@ -757,6 +777,7 @@ def main(argv: list[str] | None = None) -> None:
         refine_thickness_above=args.refine_thickness_above,
         live_refinement=not args.no_live_refinement,
         mirror=args.mirror,
+        precision=args.precision,
         seed=args.seed,
     )
     if args.json:

@@ -19,6 +19,28 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_reading_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--mirror [2|4]`` and ``--precision``: how the networks read each frame
+    (``Predictor(mirror=..., precision=...)``)."""
+    parser.add_argument(
+        "--mirror",
+        nargs="?",
+        type=int,
+        const=4,
+        default=False,
+        choices=(2, 4),
+        metavar="VIEWS",
+        help="average mirror views of every frame: 4 (the default with the flag) or 2, the "
+        "frame and its point reflection (more accurate, a network pass per view)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="the networks' arithmetic (auto: bfloat16 where the chip computes it natively)",
+    )
+
+
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--data DIR`` (default ``$STEM_LOOP_DATA`` or ``./stem-loop-data``)."""
     parser.add_argument(

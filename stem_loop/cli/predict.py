@@ -4,8 +4,9 @@ Frames are simulated at random (seeded) positions with the microscope's default 
 model and counting noise, then run through the shipped network; as in the live agent, the
 frames whose thickness the networks read with a sigma above ``--refine-thickness-above`` (2 nm)
 get it refined by the fast model (:func:`stem_loop.inference.refine.refine_doubtful`).
-``--mirror`` reads every frame in four mirror views and averages them
-(:mod:`stem_loop.inference.mirror`: more accurate, four times the network's work).
+``--mirror`` reads every frame in four mirror views and averages them, ``--mirror 2`` in two
+(:mod:`stem_loop.inference.mirror`: more accurate, a network pass per view); ``--precision``
+sets the networks' arithmetic (:mod:`stem_loop.inference.precision`).
 ``P.npz`` holds ``x_nm``, ``y_nm``, one array per descriptor name and ``<name>_std``, ``ood``,
 ``reason``, ``thickness_refined`` and ``thickness_network_nm``, and the sample's true
 descriptors as ``true_<name>``.
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import CommandError, add_json_option, emit
+from ._common import CommandError, add_json_option, add_reading_options, emit
 
 #: Names accepted for the sample ``stem-loop demo`` uses (the default built-in sample).
 DEMO_NAMES = ("demo", "default")
@@ -62,11 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "agent does (default: the agent's, 2 nm; 0: every frame)",
     )
     parser.add_argument("--no-refinement", action="store_true", help="the networks' thickness only")
-    parser.add_argument(
-        "--mirror",
-        action="store_true",
-        help="average four mirror views of every frame (more accurate, 4x the work)",
-    )
+    add_reading_options(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="P.npz", help="output .npz")
     add_json_option(parser)
     parser.set_defaults(func=run)
@@ -123,7 +120,8 @@ def predict_sample(
     dose: float | None = None,
     refine_thickness_above: float | None = None,
     refinement: bool = True,
-    mirror: bool = False,
+    mirror: bool | int = False,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Simulate frames at random positions of ``sample`` and predict their descriptors.
 
@@ -142,8 +140,11 @@ def predict_sample(
         (default :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
     refinement : bool
         ``False``: the networks' thickness only.
-    mirror : bool
-        Average four mirror views of every frame (``Predictor(mirror=True)``).
+    mirror : bool or int
+        Average mirror views of every frame (``Predictor(mirror=...)``: ``True`` or 4 views,
+        or 2).
+    precision : {"auto", "float32", "bfloat16"}
+        The networks' arithmetic (``Predictor(precision=...)``).
 
     Returns
     -------
@@ -164,7 +165,7 @@ def predict_sample(
     conditions = BeamConditions.from_devices(
         sample.material, sample.zone_axis, microscope.beam, microscope.detector
     )
-    predictor = Predictor(mirror=mirror)
+    predictor = Predictor(mirror=mirror, precision=precision)
     rng = np.random.default_rng(seed)
     width, height = microscope.field_of_view_nm
     x, y = rng.uniform(0, width, positions), rng.uniform(0, height, positions)
@@ -198,6 +199,8 @@ def predict_sample(
         "positions": positions,
         "seed": seed,
         "mirror": mirror,
+        "mirror_views": len(predictor.views),
+        "precision": predictor.precision,
         "dose": float(microscope.detector.dose),
         "conditions": conditions.as_dict(),
         "simulate_s": round(simulate_s, 3),
@@ -263,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
             refine_thickness_above=above,
             refinement=not args.no_refinement,
             mirror=args.mirror,
+            precision=args.precision,
         )
     except (FileNotFoundError, ValueError) as err:  # no weights; a material the network lacks
         raise CommandError(str(err)) from None

@@ -143,10 +143,18 @@ class DiskLattice:
     device : str or torch.device
         Where the registration runs (``"cpu"``, ``"cuda"``, ...); frames given to
         :meth:`measure` are moved there.
+    mirror_margin : bool
+        Cut the crops one pixel wider on the high side (``CROP_PX + 1``, offsets
+        ``-CROP_PX // 2`` to ``+CROP_PX // 2``), so that a crop mirrored and cut back to
+        ``CROP_PX`` is the crop of the mirrored frame (:func:`~.mirror.view_input`).
     """
 
     def __init__(
-        self, conditions: BeamConditions, max_disks: int = 13, device: str | torch.device = "cpu"
+        self,
+        conditions: BeamConditions,
+        max_disks: int = 13,
+        device: str | torch.device = "cpu",
+        mirror_margin: bool = False,
     ) -> None:
         self.conditions = conditions
         self.hk = expected_disks(conditions, max_disks)
@@ -188,7 +196,7 @@ class DiskLattice:
         self.window_offsets = torch.stack(torch.meshgrid(win, win, indexing="ij"), -1)
         design = torch.cat([torch.ones(len(self.hk), 1), torch.as_tensor(self.hk).float()], 1)
         self.design = design.double()  # (D, 3): origin, a*, b*
-        crop = torch.arange(CROP_PX) - CROP_PX // 2
+        crop = torch.arange(CROP_PX + int(mirror_margin)) - CROP_PX // 2
         self.crop_y, self.crop_x = crop[:, None], crop[None, :]
         self.corner = torch.round(self.nominal_px).to(torch.int64)  # (D, 2) window centres
         pixels = conditions.pixels
@@ -305,7 +313,8 @@ class DiskLattice:
         )
 
     def crops(self, frames: torch.Tensor, total: torch.Tensor, fit: LatticeFit) -> torch.Tensor:
-        """Disks cut around the fitted lattice (nearest pixel), ``(N, D, CROP_PX, CROP_PX)``.
+        """Disks cut around the fitted lattice (nearest pixel), ``(N, D, CROP_PX, CROP_PX)``
+        (one more each way with ``mirror_margin``).
 
         Values are ``sqrt`` of the fraction of the frame's counts per pixel (scaled to order
         one), which evens out Poisson noise across doses. Pixels outside the frame are zero; the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +14,17 @@ import torch
 from sim_devices.point_spread import MAX_SIGMA_PX
 
 from .conditions import BeamConditions
-from .mirror import VIEW_AXES, average_views, check_symmetric, mirror_view
+from .mirror import (
+    average_views,
+    calibration_key,
+    check_symmetric,
+    disk_permutation,
+    view_input,
+    views_of,
+)
 from .network import OUTPUTS, to_physical
 from .ood import measure, ood_checks, reasons
+from .precision import resolve_precision
 from .preprocess import Preprocessor
 from .training import load_model
 
@@ -104,17 +113,22 @@ class Predictor:
         Where the front end and the network run (see :func:`inference_device`; default
         ``$STEM_LOOP_INFERENCE_DEVICE``, else the CPU). Frames may come from anywhere; results
         always come back as NumPy arrays.
-    mirror : bool
-        Read every frame in four mirror views and average them (:mod:`.mirror`): more accurate,
-        four times the work (see :meth:`mirrored`).
+    mirror : bool or int
+        Read every frame in mirror views and average them (:mod:`.mirror`): ``True`` (or 4)
+        the four views, 2 the frame and its point reflection; more accurate, a network pass
+        per view (see :meth:`mirrored`). ``False`` (or 1) reads each frame once.
+    precision : {"auto", "float32", "bfloat16"}
+        The networks' arithmetic (:mod:`.precision`): ``"auto"`` runs bfloat16 where the
+        device computes it natively (about 1.7 times the network's rate on an AVX-512 BF16
+        CPU), else float32. The front end is float32 and float64 either way.
 
     Raises
     ------
     FileNotFoundError
         If the directory lacks the weights or their metadata.
     ValueError
-        If the device is unknown or absent, or ``mirror`` is asked of a model whose
-        mirror-averaged sigmas were never calibrated.
+        If the device is unknown or absent, ``precision`` is not one of the three, or
+        ``mirror`` is asked of a model whose mirror-averaged sigmas were never calibrated.
     """
 
     def __init__(
@@ -123,10 +137,13 @@ class Predictor:
         *,
         batch: int = 1024,
         device: str | torch.device | None = None,
-        mirror: bool = False,
+        mirror: bool | int = False,
+        precision: str = "auto",
     ) -> None:
         path = Path(path) if path is not None else SHIPPED_WEIGHTS
         self.device = inference_device(device)
+        #: ``"float32"`` or ``"bfloat16"``: the networks' arithmetic (:mod:`.precision`).
+        self.precision = resolve_precision(precision, self.device)
         self.model, self.meta = load_model(path)
         self.model.to(self.device)
         self.sigma_scale = torch.tensor(self.meta["sigma_scale"], device=self.device)
@@ -135,41 +152,54 @@ class Predictor:
         self.checks = ood_checks(self.max_residual_px, self.min_peak)
         self._residual_column = [c.name for c in self.checks].index("lattice_residual")
         self.batch = batch
-        self._preprocessors: dict[BeamConditions, Preprocessor] = {}
+        self._preprocessors: dict[tuple[BeamConditions, bool], Preprocessor] = {}
+        # the agent's workers may ask for a front end at once; building one calls ASE's
+        # lattice factories, which are not thread-safe
+        self._preprocessor_lock = threading.Lock()
+        #: The views read (indices of :data:`.mirror.VIEW_AXES`); ``(0,)``: the frame once.
+        self.views: tuple[int, ...] = (0,)
         #: ``(outputs,)`` factors of the mirror-averaged sigma; None reads each frame once.
         self.mirror_scale: np.ndarray | None = None
-        if mirror:
-            self.mirror_scale = self.mirrored().mirror_scale
+        views = views_of(mirror)
+        if len(views) > 1:
+            self.views, self.mirror_scale = views, self.mirrored(views=len(views)).mirror_scale
 
-    def mirrored(self, scale: np.ndarray | None = None) -> Predictor:
-        """This model reading every frame in four mirror views, averaged (:mod:`.mirror`).
+    def mirrored(self, scale: np.ndarray | None = None, views: int = 4) -> Predictor:
+        """This model reading every frame in ``views`` mirror views, averaged (:mod:`.mirror`).
 
         ``scale`` (one factor per output) multiplies the views' mean sigma; by default the
-        factors recorded in the metadata (``sigma_calibration.mirror``, written by
+        factors recorded in the metadata for that view set (``sigma_calibration.mirror``, or
+        ``mirror2`` for the pair, written by
         :func:`~stem_loop.inference.exact_calibration.calibrate_on_exact`).
 
         Raises
         ------
         ValueError
-            If no ``scale`` is given and the model has no recorded factors.
+            If ``views`` is not 2 or 4, or no ``scale`` is given and the model has no recorded
+            factors for the view set.
         """
+        chosen = views_of(views)
+        if len(chosen) < 2:
+            raise ValueError(f"views={views!r}: mirror views are 2 or 4")
         if scale is None:
-            record = self.meta.get("sigma_calibration", {}).get("mirror")
+            key = calibration_key(chosen)
+            record = self.meta.get("sigma_calibration", {}).get(key)
             if record is None:
                 raise ValueError(
-                    "this model's mirror-averaged sigmas were never calibrated "
-                    "(no sigma_calibration.mirror in its metadata); run "
+                    f"this model's {len(chosen)}-view averaged sigmas were never calibrated "
+                    f"(no sigma_calibration.{key} in its metadata); run "
                     "stem_loop.inference.exact_calibration.calibrate_on_exact on it"
                 )
             scale = record["factors"]
         out = copy.copy(self)
+        out.views = chosen
         out.mirror_scale = np.asarray(scale, dtype=np.float64).reshape(len(OUTPUTS))
         return out
 
     def single(self) -> Predictor:
         """This model reading each frame once (the same network and caches)."""
         out = copy.copy(self)
-        out.mirror_scale = None
+        out.views, out.mirror_scale = (0,), None
         return out
 
     @property
@@ -189,8 +219,9 @@ class Predictor:
             return float(low), float(high)
         return (0.0, MAX_SIGMA_PX) if self.takes_point_spread else (0.0, 0.0)
 
-    def preprocessor(self, conditions: BeamConditions) -> Preprocessor:
-        """The (cached) front end for these conditions.
+    def preprocessor(self, conditions: BeamConditions, mirror_margin: bool = False) -> Preprocessor:
+        """The (cached) front end for these conditions (with ``mirror_margin``: the wider crops
+        mirror views are formed from, :func:`~.mirror.view_input`).
 
         Raises
         ------
@@ -198,26 +229,34 @@ class Predictor:
             If the material is unknown to the network, or the conditions give a point-spread
             the model was not trained to read.
         """
-        if conditions not in self._preprocessors:
-            conditions.material_index()  # refuses materials the network does not know
-            low, high = self.point_spread_range
-            spread = conditions.point_spread_px
-            if not self.takes_point_spread and spread:
-                raise ValueError(
-                    f"point_spread_px={spread:g}: this model was trained for a sharp detector "
-                    "and does not read a point-spread (a 0.5 px spread reads as +0.24 % "
-                    "isotropic strain); use a model fine-tuned with 'stem-loop train "
-                    "--point-spread', or give 0"
-                )
-            if not low - 1e-6 <= spread <= high + 1e-6:
-                raise ValueError(
-                    f"point_spread_px={spread:g}: this model was trained on detector "
-                    f"point-spreads of {low:g} to {high:g} px only"
-                )
-            self._preprocessors[conditions] = Preprocessor(
-                conditions, device=self.device, point_spread_input=self.takes_point_spread
+        key = (conditions, mirror_margin)
+        with self._preprocessor_lock:
+            if key not in self._preprocessors:
+                self._preprocessors[key] = self._new_preprocessor(conditions, mirror_margin)
+        return self._preprocessors[key]
+
+    def _new_preprocessor(self, conditions: BeamConditions, mirror_margin: bool) -> Preprocessor:
+        conditions.material_index()  # refuses materials the network does not know
+        low, high = self.point_spread_range
+        spread = conditions.point_spread_px
+        if not self.takes_point_spread and spread:
+            raise ValueError(
+                f"point_spread_px={spread:g}: this model was trained for a sharp detector "
+                "and does not read a point-spread (a 0.5 px spread reads as +0.24 % "
+                "isotropic strain); use a model fine-tuned with 'stem-loop train "
+                "--point-spread', or give 0"
             )
-        return self._preprocessors[conditions]
+        if not low - 1e-6 <= spread <= high + 1e-6:
+            raise ValueError(
+                f"point_spread_px={spread:g}: this model was trained on detector "
+                f"point-spreads of {low:g} to {high:g} px only"
+            )
+        return Preprocessor(
+            conditions,
+            device=self.device,
+            point_spread_input=self.takes_point_spread,
+            mirror_margin=mirror_margin,
+        )
 
     @torch.no_grad()
     def predict(self, frames: np.ndarray | torch.Tensor, conditions: BeamConditions) -> Prediction:
@@ -235,18 +274,20 @@ class Predictor:
             frames = frames[None]
         if frames.ndim != 3:
             raise ValueError(f"frames must be (N, rows, cols), got shape {tuple(frames.shape)}")
-        pre = self.preprocessor(conditions)
-        if self.mirror_scale is None:
-            out = self._read(pre, frames)
-            value, std, checks, origin = self._split(out)
+        mirrored = self.mirror_scale is not None
+        if mirrored:
+            check_symmetric(conditions.material, conditions.zone_axis)
+        pre = self.preprocessor(conditions, mirror_margin=mirrored)
+        views = [self._split(out) for out in self._read(pre, frames)]
+        if not mirrored:
+            value, std, checks, origin = views[0]
             why = reasons(self.checks, checks)
         else:
-            check_symmetric(conditions.material, conditions.zone_axis)
-            views = [
-                self._split(self._read(pre, mirror_view(frames, v))) for v in range(len(VIEW_AXES))
-            ]
             value, std = average_views(
-                np.stack([v[0] for v in views]), np.stack([v[1] for v in views]), self.mirror_scale
+                np.stack([v[0] for v in views]),
+                np.stack([v[1] for v in views]),
+                self.mirror_scale,
+                self.views,
             )
             _, _, checks, origin = views[0]  # the frame's own lattice and residual
             why_views = [reasons(self.checks, v[2]) for v in views]
@@ -263,19 +304,34 @@ class Predictor:
             origin_px=origin,
         )
 
+    def network(self, crops: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The networks' normalised means and log-variances (float32) of front-end outputs,
+        in this predictor's :attr:`precision`."""
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bfloat16"):
+            return self.model(crops, side)
+
     def _read(self, pre: Preprocessor, frames: torch.Tensor) -> np.ndarray:
-        """``(N, values + sigmas + checks + 2)`` of the frames, read once, in batches."""
+        """``(views, N, values + sigmas + checks + 2)`` of the frames, each view in its own
+        frame of reference, in batches (one front end per batch, a network pass per view)."""
+        mirrored = len(self.views) > 1
+        permutations = {v: disk_permutation(pre.lattice.hk, v) for v in self.views if mirrored}
         results = []
         for lo in range(0, len(frames), self.batch):
             inputs = pre(frames[lo : lo + self.batch])
-            mean, log_var = self.model(inputs.crops, inputs.side)
-            value, std = to_physical(mean, log_var, inputs.fit.strain)
-            std = std * self.sigma_scale
-            checks = measure(self.checks, inputs, std)
+            origin = inputs.fit.origin_px
+            per_view = []
+            for view in self.views:
+                crops, side, strain = inputs.crops, inputs.side, inputs.fit.strain
+                if mirrored:
+                    crops, side, strain = view_input(inputs, view, permutations[view])
+                mean, log_var = self.network(crops, side)
+                value, std = to_physical(mean, log_var, strain)
+                std = std * self.sigma_scale
+                checks = measure(self.checks, inputs, std)
+                per_view.append(torch.cat([value, std, checks, origin.to(value.dtype)], 1))
             # one copy back per batch (on a GPU the transfers, not the kernels, set the pace)
-            origin = inputs.fit.origin_px.to(value.dtype)
-            results.append(torch.cat([value, std, checks, origin], 1).cpu())
-        return torch.cat(results).numpy().astype(np.float64)
+            results.append(torch.stack(per_view).cpu())
+        return torch.cat(results, 1).numpy().astype(np.float64)
 
     @staticmethod
     def _split(out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

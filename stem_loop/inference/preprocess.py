@@ -7,9 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .conditions import BeamConditions
+from .conditions import MATERIALS, BeamConditions
 from .lattice import DiskLattice, LatticeFit
 from .network import MAX_DISKS
+
+#: Where the side features sit (:meth:`Preprocessor.__call__`): the conditions' features,
+#: then the lattice strain (exx, eyy, exy), residual, edge match, log counts, the origin's
+#: (x, y) offset, and (x offset, y offset, weight) of each of :data:`MAX_DISKS` disks.
+SIDE_STRAIN = len(MATERIALS) + 3
+SIDE_ORIGIN = SIDE_STRAIN + 6
+SIDE_DISKS = SIDE_ORIGIN + 2
 
 
 @dataclass
@@ -68,6 +75,9 @@ class Preprocessor:
     point_spread_input : bool
         Append the detector's point-spread (``conditions.point_spread_px``) as the last side
         feature, for a network that takes it (:data:`~.network.N_SIDE_POINT_SPREAD`).
+    mirror_margin : bool
+        Crops one pixel wider, for mirror views (:class:`~.lattice.DiskLattice`); the network
+        reads them through :func:`~.mirror.view_input`.
     """
 
     def __init__(
@@ -76,10 +86,11 @@ class Preprocessor:
         saturation: float = 65535.0,
         device: str | torch.device = "cpu",
         point_spread_input: bool = False,
+        mirror_margin: bool = False,
     ) -> None:
         self.conditions = conditions
         self.device = torch.device(device)
-        self.lattice = DiskLattice(conditions, MAX_DISKS, self.device)
+        self.lattice = DiskLattice(conditions, MAX_DISKS, self.device, mirror_margin)
         self.condition_features = torch.as_tensor(conditions.features()).to(self.device)
         self.saturation = saturation
         self.point_spread_input = point_spread_input

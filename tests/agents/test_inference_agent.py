@@ -77,12 +77,12 @@ def _validate(collector: Collector) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "n", "mirror"), [("batch", 24, False), ("step", 5, False), ("batch", 12, True)]
+    ("mode", "n", "views"), [("batch", 24, 1), ("step", 5, 1), ("batch", 12, 2)]
 )
 def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
-    tiled_catalog, microscope, predictor, conditions, mode, n, mirror
+    tiled_catalog, microscope, predictor, conditions, mode, n, views
 ):
-    predictor = predictor.mirrored() if mirror else predictor
+    predictor = predictor.mirrored(views=views) if views > 1 else predictor
     batches: list[DescriptorBatch] = []
     agent = InferenceAgent(
         predictor, conditions, batch_size=8, max_latency_s=0.05, listeners=[batches.append]
@@ -117,7 +117,8 @@ def test_descriptors_stream_equals_the_predictor_on_the_recorded_frames(
     assert run.metadata["stop"]["num_events"] == {"primary": n, "descriptors": n}
     configuration = run["descriptors"].metadata["configuration"]["inference"]["data"]
     assert configuration["inference-material"] == conditions.material
-    assert configuration["inference-mirror_views"] == int(mirror)
+    assert configuration["inference-mirror_views"] == views
+    assert configuration["inference-precision"] == predictor.precision
 
     # Documents: valid, tied to the run, the agent's pages before the stop.
     _validate(collector)

@@ -141,16 +141,23 @@ def test_mirror_views_read_the_same_frames_again(tmp_path, capsys):
     argv = ["predict", "--sample", "demo", "--positions", "6", "--seed", "2", "--json"]
     argv += ["--no-refinement"]
     saved = {}
-    for name, extra in [("once", []), ("mirror", ["--mirror"])]:
+    runs = [("once", [], 1), ("mirror", ["--mirror"], 4), ("pair", ["--mirror", "2"], 2)]
+    for name, extra, views in runs:
         path = tmp_path / f"{name}.npz"
-        assert main([*argv, *extra, "--out", str(path)]) == 0
-        assert _last_json(capsys.readouterr().out)["mirror"] == (name == "mirror")
+        assert main([*argv, *extra, "--precision", "float32", "--out", str(path)]) == 0
+        summary = _last_json(capsys.readouterr().out)
+        assert summary["mirror_views"] == views and summary["precision"] == "float32"
         saved[name] = np.load(path)
-    once, mirror = saved["once"], saved["mirror"]
-    np.testing.assert_array_equal(once["true_exx"], mirror["true_exx"])  # the same frames
-    ok = ~(once["ood"] | mirror["ood"])
-    assert ok.any()
-    for name in ("exx", "exy", "tilt_x_mrad"):
-        a, b = once[name][ok], mirror[name][ok]
-        assert not np.array_equal(a, b)  # read again, not copied
-        assert np.all(np.abs(a - b) <= 3 * once[f"{name}_std"][ok]), name
+    once = saved["once"]
+    for views in ("mirror", "pair"):
+        mirror = saved[views]
+        np.testing.assert_array_equal(once["true_exx"], mirror["true_exx"])  # the same frames
+        ok = ~(once["ood"] | mirror["ood"])
+        assert ok.any()
+        for name in ("exx", "exy", "tilt_x_mrad"):
+            a, b = once[name][ok], mirror[name][ok]
+            assert not np.array_equal(a, b)  # read again, not copied
+            assert np.all(np.abs(a - b) <= 3 * once[f"{name}_std"][ok]), (views, name)
+    with pytest.raises(SystemExit):
+        main([*argv, "--mirror", "3", "--out", str(tmp_path / "three.npz")])
+    assert "invalid choice: 3" in capsys.readouterr().err

@@ -84,16 +84,20 @@ def test_predicted_sigma_covers_the_errors(summary):
     assert all(lo <= c <= hi for c in covered.values()), covered
 
 
-def test_mirror_views_read_the_heldout_set_better(summary):
-    """Four mirror views averaged (``Predictor(mirror=True)``): measured 0.092 / 0.098 / 0.057 %
-    strain, 3.98 nm thickness, 0.087 / 0.112 mrad tilt, coverage 60-73 %."""
+@pytest.mark.parametrize("views", [4, 2])
+def test_mirror_views_read_the_heldout_set_better(summary, views):
+    """Mirror views averaged (``Predictor(mirror=views)``), measured on this first set with
+    the networks in bfloat16: four views 0.093 / 0.098 / 0.057 % strain, 4.08 nm thickness,
+    0.090 / 0.114 mrad tilt, coverage 61-74 %; the pair 0.093 / 0.101 / 0.058 %, 4.02 nm,
+    0.093 / 0.119 mrad, coverage 61-74 % (the single reading: 0.097 / 0.104 / 0.060 %)."""
     mirrored = report(
-        Predictor(mirror=True), doses=(1e5,), heldout=load_heldout(), shot_noise=False
+        Predictor(mirror=views), doses=(1e5,), heldout=load_heldout(), shot_noise=False
     )["summary"]
     for name in DESCRIPTOR_NAMES:
         assert mirrored[f"{name}_rms"] < summary[f"{name}_rms"], name
-    for name in ("exx", "eyy", "exy"):
-        assert mirrored[f"{name}_rms"] <= TARGET["strain"], name
+    if views == 4:  # the pair reaches it pooled over both held-out sets, not on this one alone
+        for name in ("exx", "eyy", "exy"):
+            assert mirrored[f"{name}_rms"] <= TARGET["strain"], name
     lo, hi = TARGET["coverage"]
     covered = {k: mirrored[f"{k}_coverage_1sigma"] for k in DESCRIPTOR_NAMES}
     assert all(lo <= c <= hi for c in covered.values()), covered

@@ -100,16 +100,19 @@ def test_frame_dtypes_and_batches_give_the_same_prediction(predictor, frames, si
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32-convolutions"])
-def test_gpu_prediction_agrees_with_the_cpu(predictor, frames, si_conditions, tf32):
+def test_gpu_prediction_agrees_with_the_cpu(frames, si_conditions, tf32):
     # fp32: the same arithmetic in other kernels; tf32 (torch's default for cuDNN
     # convolutions) rounds the network's products to 10-bit mantissas
     before = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = tf32
     try:
-        on_gpu = Predictor(device="cuda", batch=32).predict(frames, si_conditions)
+        on_gpu = Predictor(device="cuda", batch=32, precision="float32").predict(
+            frames, si_conditions
+        )
     finally:
         torch.backends.cudnn.allow_tf32 = before
-    on_cpu = predictor.predict(frames, si_conditions)
+    # float32 on both (auto would pick bfloat16 where the chip has it: test_precision.py)
+    on_cpu = Predictor(precision="float32").predict(frames, si_conditions)
     np.testing.assert_array_equal(on_gpu.ood, on_cpu.ood)
     assert on_gpu.reason == on_cpu.reason
     ok = ~on_cpu.ood
@@ -136,3 +139,15 @@ def test_saturated_pixels_are_counted_only_where_a_frame_reaches_the_level():
     assert counts.tolist() == [0, 6, 0, 0, 1, 0]
     assert torch.equal(counts, (frames >= 65535.0).sum((1, 2)).to(torch.float32))
     assert saturated_pixels(frames[[0, 2]], 65535.0).tolist() == [0, 0]
+
+
+def test_workers_asking_at_once_share_one_front_end(si_conditions):
+    """The agent's worker threads ask for the front end together; building one calls ASE's
+    lattice factories, which are not thread-safe (seen: an assertion inside ASE)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = Predictor()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda margin: fresh.preprocessor(si_conditions, margin), [True] * 8))
+    assert all(p is got[0] for p in got)
+    assert fresh.preprocessor(si_conditions) is not got[0]  # the narrow crops are another
