@@ -180,7 +180,10 @@ class DiskLattice:
         disk = torch.fft.rfft2(_disk(radius, size, half))
         norm = (_rfft_weights(size) * (disk.abs().square() * sobel)).sum().sqrt() / size
         self.template_spectrum = torch.conj(disk) * sobel / norm
-        self.energy_filter = sobel * _rfft_weights(size) / size**2  # Parseval: sum |grad|^2
+        energy_filter = sobel * _rfft_weights(size) / size**2  # Parseval: sum |grad|^2
+        # one weight per real and imaginary part: the energy is then one matrix-vector product
+        # of the spectrum's squared parts (a fifth of the time of summing |z|^2 first)
+        self.energy_filter_parts = energy_filter[..., None].expand(-1, -1, 2).reshape(-1)
         near = torch.arange(-SEARCH_PX, SEARCH_PX + 1)
         self.near = near
         shifts = torch.arange(-_UPSAMPLE_REACH, _UPSAMPLE_REACH + 1e-6, _UPSAMPLE_STEP)
@@ -245,7 +248,10 @@ class DiskLattice:
         frames = frames.to(self.device, torch.float32)
         n = frames.shape[0]
         total = (frames.sum((1, 2)) if total is None else total.to(self.device)).clamp_min(1.0)
-        raw = self._windows(frames).clamp_min_(0).sqrt_()  # only the windows, not whole frames
+        raw = self._windows(frames).clamp_min_(0)  # only the windows, not whole frames
+        # the counts inside each disk (the fit's weights), before the square root
+        inside = raw.reshape(n, self.n_disks, -1) @ self.inside.reshape(-1)
+        raw = raw.sqrt_()
         corner = self.corner.expand(n, -1, -1)
         window_spectrum = torch.fft.rfft2(raw)
         spectrum = window_spectrum * self.template_spectrum
@@ -275,10 +281,10 @@ class DiskLattice:
         offset_y = self.shifts.double()[iy_c] + dy.double() * _UPSAMPLE_STEP
         offset_x = self.shifts.double()[ix_c] + dx.double() * _UPSAMPLE_STEP
         positions = corner.double() + torch.stack([px + offset_x, py + offset_y], -1)
-        power = torch.view_as_real(window_spectrum).square().sum(-1)
-        energy = torch.einsum("ndyx,yx->nd", power, self.energy_filter)
+        parts = torch.view_as_real(window_spectrum).reshape(n, self.n_disks, -1)
+        energy = (parts * parts) @ self.energy_filter_parts
         peak = (fine.amax((-2, -1)) / energy.sqrt().clamp_min(1e-12)).double()
-        weights = torch.einsum("ndyx,yx->nd", raw.square(), self.inside).double()
+        weights = inside.double()
         weights = weights / total[:, None].double()
         fit = self._fit(positions, weights, peak)
         return fit, self.crops(frames, total, fit)
