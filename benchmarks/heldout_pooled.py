@@ -11,10 +11,11 @@ error split into the draw-to-draw spread and the error of the draws' mean
 No shot-noise bound or fast twin (``report(shot_noise=False)``).
 
 Run: ``.venv/bin/python benchmarks/heldout_pooled.py [--draws 5] [--no-first] [--twin]
-[--first PATH] [--second PATH] [--weights DIR] [--mirror [2|4]] [--precision P]`` (other
-held-out files, e.g. the rebuilds of ``heldout_rebuild.py``; another model; ``--mirror``
-reads every frame in four mirror views, ``--mirror 2`` in two,
-:mod:`stem_loop.inference.mirror`; ``--precision`` the networks' arithmetic, default auto)
+[--first PATH] [--second PATH] [--weights DIR] [--mirror [1|2|4|auto]] [--precision P]``
+(other held-out files, e.g. the rebuilds of ``heldout_rebuild.py``; another model;
+``--mirror`` the views averaged, :mod:`stem_loop.inference.mirror`, default auto as the live
+agent, ``--mirror 1`` reads each frame once; ``--precision`` the networks' arithmetic,
+default auto)
 (seconds per set on 2 cores; ``--twin`` also splits the strain error on each set's fast twin,
 the same crystals rendered by the fast model, about 100 s more a set). The second set is built by::
 

@@ -301,7 +301,8 @@ class InferenceAgent:
     Parameters
     ----------
     predictor : stem_loop.inference.Predictor, optional
-        The network; default: the shipped weights, loaded when the first frames arrive.
+        The network; default: the shipped weights reading ``mirror="auto"`` (the mirror pair
+        where the networks run in bfloat16, else once), loaded when the first frames arrive.
     conditions : stem_loop.inference.BeamConditions or callable, optional
         Beam conditions of the frames when the start document does not give them (see
         `conditions_from_start`); a callable is asked at each run's start (see
@@ -690,7 +691,7 @@ class InferenceAgent:
             try:
                 from stem_loop.inference import Predictor
 
-                self.predictor = Predictor()
+                self.predictor = Predictor(mirror="auto")
             except Exception as err:
                 logger.error("inference agent: no model: %s", err)
                 self._predictor_error = f"no model: {err}"

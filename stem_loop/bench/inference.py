@@ -320,7 +320,7 @@ def _device_figures(
     device: str = "cuda",
     path: Path | None = None,
     workers: int = 1,
-    mirror: bool | int = False,
+    mirror: bool | int | str = "auto",
     precision: str = "auto",
 ) -> dict:
     """Front end, network and end to end with a :class:`Predictor` on ``device``.
@@ -439,7 +439,7 @@ def run_inference_bench(
     refine_thickness: bool = False,
     refine_thickness_above: float | None = None,
     live_refinement: bool = True,
-    mirror: bool | int = False,
+    mirror: bool | int | str = "auto",
     precision: str = "auto",
     seed: int = 0,
     verbose: bool = True,
@@ -486,10 +486,11 @@ def run_inference_bench(
         agent's default, :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
     live_refinement : bool
         ``False``: the agent publishes the networks' thickness only.
-    mirror : bool or int
-        Read every frame in mirror views (``Predictor(mirror=...)``: ``True`` or 4, or 2):
-        the end-to-end, agent and accuracy figures are those of the averaged reading; the
-        front end and network figures stay one pass's.
+    mirror : bool, int or "auto"
+        Read every frame in mirror views (``Predictor(mirror=...)``: ``True`` or 4, 2, or
+        ``False`` / 1 once; ``"auto"``, the live agent's reading: 2 where the networks run in
+        bfloat16, else 1): the end-to-end, agent and accuracy figures are those of that
+        reading; the front end and network figures stay one pass's.
     precision : {"auto", "float32", "bfloat16"}
         The networks' arithmetic on each device (``Predictor(precision=...)``,
         :mod:`stem_loop.inference.precision`).

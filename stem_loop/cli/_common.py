@@ -19,19 +19,25 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _view_count(text: str) -> int | str:
+    """``--mirror``'s value: a view count, or ``auto``."""
+    return text if text == "auto" else int(text)
+
+
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--mirror [2|4]`` and ``--precision``: how the networks read each frame
+    """Add ``--mirror [1|2|4|auto]`` and ``--precision``: how the networks read each frame
     (``Predictor(mirror=..., precision=...)``)."""
     parser.add_argument(
         "--mirror",
         nargs="?",
-        type=int,
+        type=_view_count,
         const=4,
-        default=False,
-        choices=(2, 4),
+        default="auto",
+        choices=(1, 2, 4, "auto"),
         metavar="VIEWS",
-        help="average mirror views of every frame: 4 (the default with the flag) or 2, the "
-        "frame and its point reflection (more accurate, a network pass per view)",
+        help="mirror views of every frame averaged: 1 reads it once, 2 the frame and its "
+        "point reflection, 4 (the flag alone) all four; auto (the default, as the live agent): "
+        "2 where the networks run in bfloat16, else 1",
     )
     parser.add_argument(
         "--precision",

@@ -4,8 +4,9 @@ Frames are simulated at random (seeded) positions with the microscope's default 
 model and counting noise, then run through the shipped network; as in the live agent, the
 frames whose thickness the networks read with a sigma above ``--refine-thickness-above`` (2 nm)
 get it refined by the fast model (:func:`stem_loop.inference.refine.refine_doubtful`).
-``--mirror`` reads every frame in four mirror views and averages them, ``--mirror 2`` in two
-(:mod:`stem_loop.inference.mirror`: more accurate, a network pass per view); ``--precision``
+As the live agent does, every frame is read in the mirror pair where the networks run in
+bfloat16 (``--mirror auto``, the default); ``--mirror 1`` reads it once, ``--mirror`` in all
+four mirror views (:mod:`stem_loop.inference.mirror`: a network pass per view); ``--precision
 sets the networks' arithmetic (:mod:`stem_loop.inference.precision`).
 ``P.npz`` holds ``x_nm``, ``y_nm``, one array per descriptor name and ``<name>_std``, ``ood``,
 ``reason``, ``thickness_refined`` and ``thickness_network_nm``, and the sample's true
@@ -120,7 +121,7 @@ def predict_sample(
     dose: float | None = None,
     refine_thickness_above: float | None = None,
     refinement: bool = True,
-    mirror: bool | int = False,
+    mirror: bool | int | str = "auto",
     precision: str = "auto",
 ) -> dict[str, Any]:
     """Simulate frames at random positions of ``sample`` and predict their descriptors.
@@ -140,9 +141,10 @@ def predict_sample(
         (default :data:`stem_loop.inference.refine.DOUBTFUL_STD_NM`).
     refinement : bool
         ``False``: the networks' thickness only.
-    mirror : bool or int
+    mirror : bool, int or "auto"
         Average mirror views of every frame (``Predictor(mirror=...)``: ``True`` or 4 views,
-        or 2).
+        2, ``False`` or 1 for one reading; ``"auto"``, the live agent's: 2 where the networks
+        run in bfloat16, else 1).
     precision : {"auto", "float32", "bfloat16"}
         The networks' arithmetic (``Predictor(precision=...)``).
 

@@ -59,6 +59,24 @@ MIRROR_SYMMETRIC = frozenset({("Si", "110"), ("SrTiO3", "001")})
 VIEW_SETS: dict[int, tuple[int, ...]] = {1: (0,), 2: (0, 3), 4: (0, 1, 2, 3)}
 
 
+#: The views ``mirror="auto"`` reads for each precision of the networks
+#: (:func:`auto_view_count`).
+AUTO_VIEWS: dict[str, int] = {"bfloat16": 2, "float32": 1}
+
+
+def auto_view_count(precision: str) -> int:
+    """How many views ``Predictor(mirror="auto")`` reads: the pair where the networks run in
+    bfloat16 (the chip computes it natively), else the frame once.
+
+    The rule keeps the live reading at the detector's pace on the edge computer: on 2 EPYC
+    cores the pair reads 2,400 to 2,700 frames/s end to end with bfloat16 networks and 1,640
+    with float32 ones (the single reading 2,670); four views, 1,670 even in bfloat16. Where
+    bfloat16 is native the pair reads strain at 0.094 / 0.096 / 0.065 % on both held-out sets
+    against 0.103 / 0.100 / 0.066 % read once.
+    """
+    return AUTO_VIEWS[precision]
+
+
 def views_of(mirror: bool | int) -> tuple[int, ...]:
     """The views a ``Predictor(mirror=...)`` reads: ``False`` (or 1) the frame alone,
     ``True`` (or 4) all four, 2 the pair (:data:`VIEW_SETS`).

@@ -15,6 +15,7 @@ from sim_devices.point_spread import MAX_SIGMA_PX
 
 from .conditions import BeamConditions
 from .mirror import (
+    auto_view_count,
     average_views,
     calibration_key,
     check_symmetric,
@@ -113,10 +114,12 @@ class Predictor:
         Where the front end and the network run (see :func:`inference_device`; default
         ``$STEM_LOOP_INFERENCE_DEVICE``, else the CPU). Frames may come from anywhere; results
         always come back as NumPy arrays.
-    mirror : bool or int
+    mirror : bool, int or "auto"
         Read every frame in mirror views and average them (:mod:`.mirror`): ``True`` (or 4)
         the four views, 2 the frame and its point reflection; more accurate, a network pass
-        per view (see :meth:`mirrored`). ``False`` (or 1) reads each frame once.
+        per view (see :meth:`mirrored`). ``False`` (or 1) reads each frame once. ``"auto"``
+        (what the live paths read: the inference agent, ``stem-loop predict``) reads the pair
+        where the networks run in bfloat16, else once (:func:`~.mirror.auto_view_count`).
     precision : {"auto", "float32", "bfloat16"}
         The networks' arithmetic (:mod:`.precision`): ``"auto"`` runs bfloat16 where the
         device computes it natively (about 1.7 times the network's rate on an AVX-512 BF16
@@ -137,7 +140,7 @@ class Predictor:
         *,
         batch: int = 1024,
         device: str | torch.device | None = None,
-        mirror: bool | int = False,
+        mirror: bool | int | str = False,
         precision: str = "auto",
     ) -> None:
         path = Path(path) if path is not None else SHIPPED_WEIGHTS
@@ -160,6 +163,8 @@ class Predictor:
         self.views: tuple[int, ...] = (0,)
         #: ``(outputs,)`` factors of the mirror-averaged sigma; None reads each frame once.
         self.mirror_scale: np.ndarray | None = None
+        if mirror == "auto":
+            mirror = auto_view_count(self.precision)
         views = views_of(mirror)
         if len(views) > 1:
             self.views, self.mirror_scale = views, self.mirrored(views=len(views)).mirror_scale
@@ -307,7 +312,13 @@ class Predictor:
     def network(self, crops: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The networks' normalised means and log-variances (float32) of front-end outputs,
         in this predictor's :attr:`precision`."""
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bfloat16"):
+        bfloat16 = self.precision == "bfloat16"
+        # one layout change and cast for all members: each would otherwise make its own
+        # (the same rounding as autocast's; 1.2 times the ensemble's rate on 2 CPU cores)
+        crops = crops.to(
+            torch.bfloat16 if bfloat16 else torch.float32, memory_format=torch.channels_last
+        )
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bfloat16):
             return self.model(crops, side)
 
     def _read(self, pre: Preprocessor, frames: torch.Tensor) -> np.ndarray:

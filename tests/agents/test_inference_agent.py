@@ -19,6 +19,7 @@ from stem_loop.agents.inference import (
 )
 from stem_loop.bench.inference import DATASET, write_frames
 from stem_loop.inference import BeamConditions
+from stem_loop.inference.mirror import auto_view_count, views_of
 from stem_loop.inference.refine import (
     DOUBTFUL_STD_NM,
     ThicknessRefiner,
@@ -315,6 +316,14 @@ def test_microscope_conditions_carry_the_detectors_point_spread():
     )
     assert microscope_conditions(scope)().point_spread_px == 0.0
     assert microscope_conditions(scope, 0.6)() == BeamConditions(point_spread_px=0.6)
+
+
+def test_the_default_model_reads_as_mirror_auto():
+    """With no predictor given the agent loads the shipped weights reading ``mirror="auto"``:
+    the pair where the networks run in bfloat16, else the frame once."""
+    agent = InferenceAgent(background=False)
+    loaded = agent._load_predictor()
+    assert loaded.views == views_of(auto_view_count(loaded.precision))
 
 
 def test_bad_settings_are_refused():

@@ -141,7 +141,8 @@ def test_mirror_views_read_the_same_frames_again(tmp_path, capsys):
     argv = ["predict", "--sample", "demo", "--positions", "6", "--seed", "2", "--json"]
     argv += ["--no-refinement"]
     saved = {}
-    runs = [("once", [], 1), ("mirror", ["--mirror"], 4), ("pair", ["--mirror", "2"], 2)]
+    runs = [("once", ["--mirror", "1"], 1), ("mirror", ["--mirror"], 4)]
+    runs += [("pair", ["--mirror", "2"], 2), ("auto", [], 1)]  # auto: float32 networks, once
     for name, extra, views in runs:
         path = tmp_path / f"{name}.npz"
         assert main([*argv, *extra, "--precision", "float32", "--out", str(path)]) == 0
@@ -158,6 +159,10 @@ def test_mirror_views_read_the_same_frames_again(tmp_path, capsys):
             a, b = once[name][ok], mirror[name][ok]
             assert not np.array_equal(a, b)  # read again, not copied
             assert np.all(np.abs(a - b) <= 3 * once[f"{name}_std"][ok]), (views, name)
+    np.testing.assert_array_equal(saved["auto"]["exx"], once["exx"])
+    assert main([*argv, "--precision", "bfloat16", "--out", str(tmp_path / "bf16.npz")]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["mirror"] == "auto" and summary["mirror_views"] == 2  # auto: the pair
     with pytest.raises(SystemExit):
         main([*argv, "--mirror", "3", "--out", str(tmp_path / "three.npz")])
     assert "invalid choice: 3" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from sim_devices import Beam, Detector
 from sim_devices.cbed_fast import FastCBED
 from sim_devices.disk_positions import measure_disk_positions
 from stem_loop.inference import BeamConditions
-from stem_loop.inference.lattice import DiskLattice, expected_disks
+from stem_loop.inference.lattice import DiskLattice, _sqrt_, expected_disks
 
 from .conftest import random_descriptors
 
@@ -36,6 +36,25 @@ def test_batched_registration_agrees_with_the_validation_estimator(si_fast, si_c
         assert np.nanmax(np.abs(ref - found)[bright]) < 0.1
 
 
+@pytest.mark.parametrize("material", ["Si", "SrTiO3"])
+def test_coarse_search_is_the_inverse_fft_at_the_searched_shifts(material):
+    """The integer-shift search reads the correlation by matrix DFT at shifts -5..5 only; it is
+    the inverse FFT of the filtered window spectrum there (circular shifts, rows y)."""
+    conditions = BeamConditions(material, "110" if material == "Si" else "001", 200.0, 2.0)
+    lattice = DiskLattice(conditions)
+    rng = np.random.default_rng(0)
+    windows = torch.as_tensor(
+        rng.poisson(50.0, (3, 4, lattice.size, lattice.size)), dtype=torch.float32
+    )
+    spectrum = torch.fft.rfft2(windows.sqrt()) * lattice.template_spectrum
+    full = torch.fft.irfft2(spectrum, s=(lattice.size, lattice.size)) * lattice.size**2
+    shifts = lattice.near.numpy()
+    want = full[..., shifts[:, None] % lattice.size, shifts[None, :] % lattice.size]
+    got = lattice._coarse_score(spectrum)
+    assert got.shape == want.shape == (3, 4, len(shifts), len(shifts))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
+
+
 def test_lattice_follows_strain_and_centre(si_conditions):
     """Strain differences and the optical axis come out of the fit; the content bias cancels
     between two patterns with the same thickness and tilt (it changes with those only)."""
@@ -50,6 +69,62 @@ def test_lattice_follows_strain_and_centre(si_conditions):
     np.testing.assert_allclose(fit.origin_px.numpy(), [centre, centre], atol=0.05)
     assert fit.residual_px.max() < 0.3
     assert crops.shape == (2, len(fit.weights[0]), 24, 24)
+
+
+def test_windows_cut_by_slices_are_those_cut_by_index(si_conditions):
+    """Windows all inside the frame are cut as slices; they equal the general path (a pixel
+    index per window pixel, the frame's edge repeated past it)."""
+    lattice = DiskLattice(si_conditions)
+    assert lattice.window_starts is not None
+    frames = torch.rand(5, si_conditions.pixels, si_conditions.pixels)
+    sliced = lattice._windows(frames)
+    lattice.window_starts = None
+    torch.testing.assert_close(sliced, lattice._windows(frames), rtol=0, atol=0)
+    assert sliced.shape == (5, lattice.n_disks, lattice.size, lattice.size)
+
+
+def test_front_end_root_is_correctly_rounded():
+    values = torch.rand(100_000) * 1e4
+    exact = values.double().sqrt().float()
+    got = _sqrt_(values.clone())
+    assert torch.equal(got, exact)
+
+
+def _crops_by_hand(frames: np.ndarray, total: np.ndarray, centres: np.ndarray, reach: range):
+    """Each disk's crop cut pixel by pixel around its centre pixel (kept on the frame):
+    sqrt(900 count / total), zero off the frame; and how many pixels were off the frame."""
+    n, d = centres.shape[:2]
+    out, off = np.zeros((n, d, len(reach), len(reach))), 0
+    rows, cols = frames.shape[1:]
+    for i, j in np.ndindex(n, d):
+        cx, cy = np.clip(np.round(centres[i, j]).astype(int), 0, [cols - 1, rows - 1])
+        for a, dy in enumerate(reach):
+            for b, dx in enumerate(reach):
+                if 0 <= cy + dy < rows and 0 <= cx + dx < cols:
+                    count = max(frames[i, cy + dy, cx + dx], 0.0)
+                    out[i, j, a, b] = np.sqrt(count * 900.0 / total[i])
+                else:
+                    off += 1
+    return out, off
+
+
+@pytest.mark.parametrize("shift_px", [0.0, 12.0, 40.0])
+def test_crops_are_the_disks_cut_around_the_fitted_lattice(si_fast, si_conditions, shift_px):
+    """Crops inside the frame (the quick path) and crops reaching past its edge (the lattice
+    moved 12 or 40 px: the masked path) both read as cut by hand, zero off the frame."""
+    lattice = DiskLattice(si_conditions, mirror_margin=True)
+    frames = torch.as_tensor(si_fast.patterns(random_descriptors(3, seed=5)) * 1e4).float()
+    total = frames.sum((1, 2))
+    fit, _ = lattice.measure(frames, total)
+    fit.origin_px += shift_px
+    crops = lattice.crops(frames, total, fit).numpy()
+    centres = fit.origin_px[:, None].numpy() + np.einsum(
+        "dj,nij->ndi", lattice.hk.astype(np.float32), fit.basis_px.numpy()
+    )
+    reach = range(lattice.crop_reach[0], lattice.crop_reach[1] + 1)
+    want, off_frame = _crops_by_hand(frames.numpy(), total.numpy(), centres, reach)
+    np.testing.assert_allclose(crops, want, rtol=1e-5, atol=1e-6)
+    assert (off_frame > 0) == bool(shift_px)
 
 
 def test_a_different_lattice_does_not_fit(si_fast, si_conditions):

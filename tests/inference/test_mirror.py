@@ -14,6 +14,7 @@ from stem_loop.inference.mirror import (
     VIEW_AXES,
     VIEW_SETS,
     VIEW_SIGNS,
+    auto_view_count,
     average_views,
     calibration_key,
     check_symmetric,
@@ -153,6 +154,21 @@ def test_mirror_settings_name_the_views():
             views_of(bad)
     assert calibration_key(VIEW_SETS[4]) == "mirror"
     assert calibration_key(VIEW_SETS[2]) == "mirror2"
+
+
+@pytest.mark.parametrize("precision, views", [("bfloat16", (0, 3)), ("float32", (0,))])
+def test_auto_reads_the_pair_where_the_networks_run_in_bfloat16(shipped, precision, views):
+    """``mirror="auto"`` (the live agent's and ``stem-loop predict``'s default) reads the pair
+    with bfloat16 networks and the frame once with float32 ones, with the pair's sigmas."""
+    assert auto_view_count(precision) == len(views)
+    auto = Predictor(mirror="auto", precision=precision)
+    assert auto.views == views and auto.precision == precision
+    if len(views) == 2:
+        np.testing.assert_array_equal(auto.mirror_scale, shipped.mirrored(views=2).mirror_scale)
+    else:
+        assert auto.mirror_scale is None
+    with pytest.raises(ValueError, match="view count"):
+        Predictor(mirror="pair")
 
 
 def test_a_frame_flagged_in_any_view_is_flagged(shipped, frames_and_conditions):
