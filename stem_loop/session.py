@@ -230,6 +230,7 @@ def build_session(
     progress_bar: bool = False,
     best_effort: bool = True,
     plots: bool | None = None,
+    wrap_writer: Callable[[Callable[[str, dict], Any]], Callable[[str, dict], Any]] | None = None,
 ) -> Session:
     """Open the catalog, make the RunEngine and the devices.
 
@@ -243,6 +244,8 @@ def build_session(
         Seed of the microscope's counting noise.
     progress_bar, best_effort, plots : bool
         See `make_run_engine`.
+    wrap_writer : callable, optional
+        See `make_run_engine` (``InferenceAgent.forward_to`` adds a ``descriptors`` stream).
 
     Returns
     -------
@@ -251,7 +254,11 @@ def build_session(
     catalog = open_catalog(data_dir)
     try:
         RE, bec = make_run_engine(  # noqa: N806
-            catalog, progress_bar=progress_bar, best_effort=best_effort, plots=plots
+            catalog,
+            progress_bar=progress_bar,
+            best_effort=best_effort,
+            plots=plots,
+            wrap_writer=wrap_writer,
         )
         microscope, scan_gen, det = make_devices(catalog, sample, seed=seed)
     except BaseException:

@@ -14,6 +14,10 @@ RE : bluesky.RunEngine, function scope
 cbed_library : sim_devices.cbed_library.BeamLibrary, session scope, autouse
     The fast CBED model's default beam library, built once (minutes) into the cache before any
     test, so tests and the commands they start in subprocesses all find it there.
+
+Before the first test, ``pytest_sessionstart`` builds the beam library of every trained
+condition that is missing (:mod:`stem_loop.inference.libraries`; about half an hour on a fresh
+2-core machine, once): built inside a test they ran past its time limit.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from __future__ import annotations
 import pytest
 
 from stem_loop.storage import API_KEY_ENV, URI_ENV, open_catalog, subscribe_writer
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the missing beam libraries of the trained conditions, outside any test's limit."""
+    from stem_loop.inference.libraries import build_missing, missing_libraries
+
+    if not missing_libraries():
+        return
+    capture = session.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # show the progress of a long first build
+        build_missing(progress=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

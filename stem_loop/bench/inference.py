@@ -340,7 +340,12 @@ def _device_figures(
     device = predictor.device
     n = len(frames)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    out: dict[str, Any] = {"device": name, "batch": batch, "precision": predictor.precision}
+    out: dict[str, Any] = {
+        "device": name,
+        "batch": batch,
+        "precision": predictor.precision,
+        "mirror_views": len(predictor.views),
+    }
     pre = predictor.preprocessor(conditions)
     on_device = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
     inputs = [pre(on_device[s]) for s in _batches(n, batch)]
@@ -564,8 +569,17 @@ def run_inference_bench(
         "batch": batch,
         "agent_workers": workers,
         "mirror": mirror,
-        "mirror_views": len(predictor.views) if predictor is not None else None,
-        "precision": predictor.precision if predictor is not None else precision,
+        # the CPU predictor's reading, else the device's (a GPU-only run makes no CPU one)
+        "mirror_views": (
+            len(predictor.views)
+            if predictor is not None
+            else (gpu_figures or {}).get("mirror_views")
+        ),
+        "precision": (
+            predictor.precision
+            if predictor is not None
+            else (gpu_figures or {}).get("precision", precision)
+        ),
         "refine_thickness_above": refine_thickness_above,
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get(OMP_ENV, "").lower() or "default (active)",
@@ -609,7 +623,7 @@ def _text(result: dict[str, Any]) -> str:
         f"(load average {load[0]:.1f} before, {load[3]:.1f} after), "
         f"networks in {result.get('precision', 'float32')}",
     ]
-    views = result.get("mirror_views", 4 if result.get("mirror") else 1)
+    views = result.get("mirror_views") or 1  # None: nothing was measured
     if views > 1:
         lines.append(
             f"  {views} mirror views averaged: end to end, agent and accuracy run the front end "
@@ -642,7 +656,7 @@ def _text(result: dict[str, Any]) -> str:
     if gpu:
         lines.append(
             f"  GPU: {gpu['device']}, batch {gpu['batch']}, networks in "
-            f"{gpu.get('precision', 'float32')}"
+            f"{gpu.get('precision', 'float32')}, {gpu.get('mirror_views', 1)} view(s) a frame"
         )
         device_names = {
             "front_end": "front end alone (frames on the device)",

@@ -97,8 +97,9 @@ def _load_sample(name: str):
         raise CommandError(f"--sample {name}: {err}") from None
 
 
-def _errors(values, std, truth, ood) -> tuple[dict[str, float], dict[str, float]]:
-    """RMS error against the truth and the fraction within 1 sigma, over frames not flagged."""
+def errors_against_truth(values, std, truth, ood) -> tuple[dict[str, float], dict[str, float]]:
+    """RMS error of each descriptor against the truth and the fraction of errors within the
+    published 1 sigma, over the frames not flagged ``ood`` (NaN where all are)."""
     import numpy as np
 
     keep = ~ood
@@ -185,7 +186,7 @@ def predict_sample(
     if refiner is not None:
         prediction, refined = refine_doubtful(refiner, frames, network, threshold)
     refine_s = time.perf_counter() - started - predict_s
-    rms, coverage = _errors(prediction.values, prediction.std, truth, prediction.ood)
+    rms, coverage = errors_against_truth(prediction.values, prediction.std, truth, prediction.ood)
     arrays: dict[str, np.ndarray] = {"x_nm": x, "y_nm": y}
     arrays.update(prediction.values)
     arrays.update({f"{k}_std": v for k, v in prediction.std.items()})

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stem_loop.cli import main
+from stem_loop.inference.mirror import auto_view_count
 
 STAGES = ("read_hdf5", "front_end", "network", "end_to_end", "agent", "refiner")
 
@@ -104,6 +105,34 @@ def test_device_figures_run_on_any_torch_device(tmp_path):
     assert figures["device"] == "cpu" and figures["batch"] == 4
     for stage in ("front_end", "network", "from_memory", "end_to_end", "agent"):
         assert figures[stage] > 0, stage
+
+
+def test_a_device_only_run_reports_the_devices_reading(monkeypatch, capsys):
+    # What benchmarks/device_inference.sh runs on a lent GPU (--no-cpu --no-accuracy): no CPU
+    # predictor is made, so the views and precision printed are the device predictor's.
+    from stem_loop.bench import inference
+
+    monkeypatch.setattr(inference, "_has_device", lambda device: True)
+    result = inference.run_inference_bench(
+        6, batch=4, repeats=1, cpu=False, accuracy=False, device="cpu", device_batch=4
+    )
+    out = capsys.readouterr().out
+    assert result["cpu"] is None and result["gpu"]["from_memory"] > 0
+    views = result["gpu"]["mirror_views"]
+    assert result["mirror_views"] == views == auto_view_count(result["gpu"]["precision"])
+    assert f"networks in {result['gpu']['precision']}, {views} view(s) a frame" in out
+
+
+def test_frames_are_saved_without_measuring_anything(tmp_path, capsys):
+    # The first step of measuring elsewhere (live_inference.rst, device_inference_prepare.sh).
+    saved = tmp_path / "frames.npz"
+    argv = ["bench", "inference", "--frames", "5", "--no-cpu", "--no-gpu", "--no-accuracy"]
+    assert main([*argv, "--save-frames", str(saved), "--json"]) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["cpu"] is None and result["gpu"] is None and result["mirror_views"] is None
+    from stem_loop.bench.inference import load_frames
+
+    assert load_frames(saved, 5)[0].shape == (5, 128, 128)
 
 
 def test_saved_frames_are_measured_elsewhere(tmp_path, capsys):

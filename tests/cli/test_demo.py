@@ -19,17 +19,19 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_demo_json_and_run_in_tiled(tmp_path):
+def _demo(tmp_path: Path, *options: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run the demo into ``tmp_path/data``; it must succeed."""
     data = tmp_path / "data"
+    argv = [STEM_LOOP, "demo", *options, "--data", str(data)]
     done = subprocess.run(
-        [STEM_LOOP, "demo", "--positions", "40", "--seed", "3", "--data", str(data), "--json"],
-        env=_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        argv, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
+    return data, done
+
+
+def test_demo_json_and_run_in_tiled(tmp_path):
+    data, done = _demo(tmp_path, "--positions", "40", "--seed", "3", "--json")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["positions"] == 40
     assert result["frames_per_s"] > 0
@@ -38,10 +40,30 @@ def test_demo_json_and_run_in_tiled(tmp_path):
     assert "from_uri('http://127.0.0.1:8000/api/v1/metadata/runs'" in result["browse"]["python"]
     assert "api_key=Path(" in result["browse"]["python"]  # The key is not printed.
 
+    # the live inference agent read every frame into the run (the summary is read back)
+    summary = result["descriptors"]
+    assert summary["frames"] == 40 and 0 <= summary["ood"] < 40
+    assert summary["mirror_views"] in (1, 2)
+    # fast-model frames of the built-in sample: the networks read strain to about 0.1 %;
+    # a descriptor scored at the wrong positions or in the wrong units is off by far more
+    for name in ("exx", "eyy", "exy"):
+        assert summary["rms_error"][name] < 0.004, (name, summary["rms_error"])
+    assert summary["rms_error"]["thickness_nm"] < 5.0
+    assert all(0.0 <= c <= 1.0 for c in summary["coverage_1sigma"].values())
+
     with open_catalog(data_dir=data) as catalog:
         run = catalog.client[result["run_uid"]]
         assert run.metadata["start"]["purpose"] == "stem-loop demo"
         assert run["primary"]["det-image"].read().shape == (40, 128, 128)
+        assert set(run) == {"primary", "descriptors"}
+        assert run.metadata["stop"]["num_events"] == {"primary": 40, "descriptors": 40}
+
+
+def test_demo_records_frames_only_when_asked(tmp_path):
+    data, done = _demo(tmp_path, "--positions", "2", "--no-inference")
+    assert "Descriptors: not read (--no-inference)." in done.stdout
+    with open_catalog(data_dir=data) as catalog:
+        assert set(catalog.client[-1]) == {"primary"}
 
 
 def test_demo_reports_an_unreachable_server(tmp_path):

@@ -130,6 +130,34 @@ def test_gpu_prediction_agrees_with_the_cpu(frames, si_conditions, tf32):
         assert ratio <= 1e-3 * scale, f"{name}_std: GPU and CPU differ by {ratio:.3g} (relative)"
 
 
+def _live_readings_agree(device: str, frames, conditions) -> None:
+    """The live reading (the mirror pair, networks in bfloat16) on ``device`` against the CPU's:
+    the same flags, values within the bfloat16 bounds of test_precision.py (another chip's
+    kernels round differently)."""
+    there = Predictor(device=device, batch=32, mirror=2, precision="bfloat16")
+    here = Predictor(mirror=2, precision="bfloat16")
+    assert len(there.views) == len(here.views) == 2
+    on_device, on_cpu = there.predict(frames, conditions), here.predict(frames, conditions)
+    np.testing.assert_array_equal(on_device.ood, on_cpu.ood)
+    ok = ~on_cpu.ood
+    assert ok.any()
+    for name in on_cpu.values:
+        z = np.abs(on_device.values[name] - on_cpu.values[name])[ok] / on_cpu.std[name][ok]
+        assert z.max() < (0.1 if name in ("exx", "eyy", "exy") else 0.5), (name, z.max())
+        ratio = np.abs(on_device.std[name][ok] / on_cpu.std[name][ok] - 1).max()
+        assert ratio < (0.25 if name == "thickness_nm" else 0.05), (name, ratio)
+
+
+def test_the_live_reading_check_holds_between_cpu_predictors(frames, si_conditions):
+    # the check the GPU test below makes, run where there is no GPU so that it is known to work
+    _live_readings_agree("cpu", frames, si_conditions)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_live_reading_on_a_gpu_agrees_with_the_cpu(frames, si_conditions):
+    _live_readings_agree("cuda", frames, si_conditions)
+
+
 def test_saturated_pixels_are_counted_only_where_a_frame_reaches_the_level():
     rng = np.random.default_rng(3)
     frames = torch.as_tensor(rng.poisson(20.0, (6, 32, 32)).astype(np.float32))
