@@ -13,9 +13,7 @@ SYSTEM_PACKAGES := libxc-dev libopenblas-dev
 demo: $(STAMP)
 	$(VENV)/bin/stem-loop demo
 
-# the beam libraries of the trained conditions first (half an hour once on a fresh machine)
 test: $(STAMP)
-	$(PY) -m stem_loop.inference.libraries
 	$(PY) -m pytest
 
 bench: $(STAMP)

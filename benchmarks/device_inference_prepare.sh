@@ -26,7 +26,7 @@ for name in "${PACKAGES[@]}"; do
 done
 # the frames the GPU figures read, and the default beam library they were simulated with
 # (built once here if missing, minutes; from $STEM_LOOP_CACHE or ~/.cache/stem-loop)
-.venv/bin/stem-loop bench inference --frames 256 --no-cpu --no-gpu --no-accuracy \
+"$PY" -m stem_loop.bench.inference --frames 256 --no-cpu --no-gpu --no-accuracy \
     --save-frames .gpu/frames.npz >/dev/null
 "$PY" - <<'PYTHON'
 import shutil

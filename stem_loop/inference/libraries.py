@@ -5,8 +5,8 @@ shot-noise bound) and the tests that hold them load the fast model's beam librar
 material and voltage the networks were trained on (:data:`~.conditions.MATERIALS` x
 :data:`~.conditions.TRAINING_VOLTAGES_KV`, abTEM's). Each takes 2.5 to 7 minutes to build on
 2 CPU cores, once; they are cached (:func:`sim_devices.cbed_library.cache_dir`). Built inside a
-test, they ran past the suite's 900 s per-test limit on a fresh machine, so ``make test`` (and
-``tests/conftest.py``, for a bare ``pytest``) builds the missing ones first::
+test, they ran past the suite's 900 s per-test limit on a fresh machine, so the suite
+(``tests/conftest.py``, at session start) builds the missing ones first; by hand::
 
    python -m stem_loop.inference.libraries            # build what is missing
    python -m stem_loop.inference.libraries --list     # say what is built and where
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from sim_devices.cbed_library import LibrarySpec, load_or_build, stored_library
 
@@ -74,8 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.list:
         for spec in trained_library_specs():
-            path: Path | None = stored_library(spec)
-            where = path if path is not None else "missing"
+            where = stored_library(spec) or "missing"
             print(f"{spec.material} [{spec.zone_axis}] {spec.voltage_kv:g} kV: {where}")
         return
     built = build_missing()
